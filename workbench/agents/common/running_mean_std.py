@@ -1,0 +1,79 @@
+"""Running moments for observation and reward normalisation (float64 buffers)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EPS = 1e-5
+
+
+def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean and population variance over dim 0."""
+    x = x.double()
+    return x.mean(0), x.var(0, unbiased=False), x.shape[0]
+
+
+class RunningMeanStd(nn.Module):
+    """Moments of a stream, updated by Welford's pairwise combination or by EMA.
+
+    ``norm(x) = clamp((x - mean) / sqrt(var + 1e-5), +-clamp)``; ``unnorm`` inverts it.
+    """
+
+    def __init__(self, shape: tuple[int, ...], clamp_value: float = 5.0, ema_decay: float | None = None,
+                 shift_mean: bool = True):
+        super().__init__()
+        self.clamp_value = clamp_value
+        self.ema_decay = ema_decay
+        self.shift_mean = shift_mean
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.ones((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        mean_b, var_b, n_b = batch_moments(x)
+        if self.ema_decay is not None:
+            d = self.ema_decay
+            self.mean.mul_(d).add_((1 - d) * mean_b)
+            self.var.mul_(d).add_((1 - d) * var_b)
+            self.count.add_(n_b)
+            return
+        n_a = self.count
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.var.copy_((self.var * n_a + var_b * n_b + delta.square() * n_a * n_b / n) / n)
+        self.mean.add_(delta * n_b / n)
+        self.count.copy_(n)
+
+    def _std(self, dtype: torch.dtype) -> torch.Tensor:
+        return (self.var + EPS).sqrt().to(dtype)
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - self.mean.to(x.dtype) if self.shift_mean else x
+        return (centred / self._std(x.dtype)).clamp(-self.clamp_value, self.clamp_value)
+
+    def unnorm(self, y: torch.Tensor) -> torch.Tensor:
+        x = y.clamp(-self.clamp_value, self.clamp_value) * self._std(y.dtype)
+        return x + self.mean.to(y.dtype) if self.shift_mean else x
+
+
+class RewardNormalizer(RunningMeanStd):
+    """Scales rewards by the std of the per-env discounted return (no mean shift).
+
+    The return ``G <- gamma * G * (1 - terminated) + r`` resets only on termination,
+    as in the reference. Unlike the reference, G is checkpointed so a resumed run
+    continues bit-for-bit.
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clamp_value: float = 5.0, ema_decay: float | None = None,
+                 device: torch.device | str = "cpu"):
+        super().__init__((1,), clamp_value=clamp_value, ema_decay=ema_decay, shift_mean=False)
+        self.gamma = gamma
+        self.register_buffer("discounted_return", torch.zeros(num_envs, device=device))
+        self.to(device)
+
+    @torch.no_grad()
+    def record_reward(self, reward: torch.Tensor, terminated: torch.Tensor) -> None:
+        g = self.discounted_return
+        g.mul_(self.gamma * (~terminated)).add_(reward)
+        self.update(g.unsqueeze(-1))

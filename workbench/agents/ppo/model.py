@@ -1,0 +1,88 @@
+"""PPO actor-critic as TensorDict modules.
+
+``PPOActor`` samples ``action ~ Normal(mu, exp(logstd))`` (no tanh, no clipping)
+and writes ``action``, ``mean_action`` and ``neglogp``; ``PPOModel`` runs the actor
+and then the critic, adding ``value`` ([B, 1]).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+from workbench.agents.common.modules import build_module
+from workbench.agents.ppo.config import PPOActorConfig, PPOModelConfig
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_neglogp(x: torch.Tensor, mu: torch.Tensor, logstd: torch.Tensor) -> torch.Tensor:
+    """-log N(x | mu, exp(logstd)), summed over the last dim."""
+    z = (x - mu) * torch.exp(-logstd)
+    return (0.5 * z.square() + logstd + HALF_LOG_2PI).sum(-1)
+
+
+class PPOActor(TensorDictModuleBase):
+    def __init__(self, config: PPOActorConfig):
+        super().__init__()
+        missing = {"action", "mean_action", "neglogp"} - set(config.out_keys)
+        if missing:
+            raise ValueError(f"PPOActor out_keys must include {sorted(missing)}")
+        if config.num_out is None:
+            raise ValueError("PPOActor needs num_out (the action dimension)")
+        self.config = config
+        self.in_keys = list(config.in_keys)
+        self.out_keys = list(config.out_keys)
+        self.mu_key = config.mu_key
+        self.mu = build_module(config.mu_model)
+        self.logstd = nn.Parameter(torch.full((config.num_out,), float(config.actor_logstd)),
+                                   requires_grad=config.learnable_std)
+
+    def distribution(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action mean and (broadcast) log std for the observations in ``td``."""
+        mu = self.mu(td).get(self.mu_key)
+        return mu, self.logstd.expand_as(mu)
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        mu, logstd = self.distribution(td)
+        action = mu + torch.exp(logstd) * torch.randn_like(mu)
+        td.set("action", action)
+        td.set("mean_action", mu)
+        td.set("neglogp", gaussian_neglogp(action, mu, logstd))
+        return td
+
+
+class PPOModel(TensorDictModuleBase):
+    def __init__(self, config: PPOModelConfig):
+        super().__init__()
+        self.config = config
+        self.in_keys = list(config.in_keys)
+        self.out_keys = list(config.out_keys)
+        self._actor = PPOActor(config.actor)
+        self._critic = build_module(config.critic)
+        needed_in = set(self._actor.in_keys) | set(self._critic.in_keys)
+        if not needed_in <= set(self.in_keys):
+            raise ValueError(f"actor/critic read {sorted(needed_in - set(self.in_keys))}, "
+                             f"which are not in the model's in_keys {self.in_keys}")
+        produced = set(self._actor.out_keys) | set(self._critic.out_keys)
+        if not produced <= set(self.out_keys):
+            raise ValueError(f"actor/critic write {sorted(produced - set(self.out_keys))}, "
+                             f"which are not in the model's out_keys {self.out_keys}")
+
+    @property
+    def actor(self) -> PPOActor:
+        return self._actor
+
+    @property
+    def critic(self) -> TensorDictModuleBase:
+        return self._critic
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        return self._critic(self._actor(td))
+
+    def compute_model_loss(self, td: TensorDictBase) -> torch.Tensor:
+        """Auxiliary loss of the sub-modules; MLP models have none."""
+        return td.get("value").new_zeros(())
