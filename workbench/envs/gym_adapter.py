@@ -1,0 +1,131 @@
+"""Gymnasium vector envs (MuJoCo and classic control) behind the batched env protocol.
+
+- Resets are lazy, as in the torch-native envs: the vector env runs with
+  autoreset DISABLED and ``reset(env_ids)`` resets exactly those envs through
+  gymnasium's ``reset_mask`` option. ``step`` returns the final (pre-reset) obs.
+- Actions: the policy emits unbounded Gaussian actions. Each dimension is clipped
+  to [-1, 1], then mapped affinely onto the Box bounds [low, high]
+  (-1 -> low, +1 -> high). Dimensions with an infinite bound are only clipped.
+- ``terminated`` is gymnasium's ``terminated`` (a true terminal state). ``truncated``
+  is gymnasium's ``truncated`` (its TimeLimit, the spec's max_episode_steps) or the
+  adapter's own step counter reaching the mutable ``max_episode_length``; never both:
+  a terminal state wins. Raising ``max_episode_length`` above the spec's limit does
+  not lengthen episodes, as gymnasium's TimeLimit still cuts them.
+- Seeding: the first reset seeds sub-env i with ``seed + i``; later resets draw from
+  each sub-env's own RNG, so a run is deterministic given ``seed``.
+- ``state_dict`` holds the step counters, ``max_episode_length`` and each sub-env's
+  RNG state. The simulator state (MuJoCo qpos/qvel, ...) is NOT restored: after a
+  resume, reset all envs (the agent does) and episodes continue from fresh starts.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from workbench.envs.base import StepResult, as_env_ids
+
+
+class GymVectorEnv:
+    def __init__(self, gym_id: str, num_envs: int = 8, max_episode_length: int | None = None,
+                 device: str | torch.device = "cpu", seed: int = 0,
+                 vectorization_mode: str = "sync", env_kwargs: Mapping[str, Any] | None = None):
+        if vectorization_mode not in ("sync", "async"):
+            raise ValueError(f"vectorization_mode must be 'sync' or 'async', got {vectorization_mode!r}")
+        self.gym_id = gym_id
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.seed = seed
+        self.envs = gym.make_vec(
+            gym_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.DISABLED},
+            **dict(env_kwargs or {}))
+
+        obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
+        if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Box):
+            self.envs.close()
+            raise ValueError(f"{gym_id}: only Box observation and action spaces are supported, "
+                             f"got {obs_space} and {act_space}")
+        self.obs_dim = int(np.prod(obs_space.shape))
+        self.action_dim = int(np.prod(act_space.shape))
+        self.action_low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device).reshape(-1)
+        self.action_high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device).reshape(-1)
+
+        spec_limit = self.envs.spec.max_episode_steps if self.envs.spec is not None else None
+        if max_episode_length is None:
+            max_episode_length = spec_limit if spec_limit is not None else 1000
+        self.max_episode_length = max_episode_length
+        self.dt = float(self.envs.get_attr("dt")[0]) if _has_dt(self.envs) else 1.0
+
+        self.progress = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self._obs = np.zeros((num_envs, self.obs_dim), dtype=np.float32)
+        obs, _ = self.envs.reset(seed=seed)
+        self._obs = obs.reshape(num_envs, -1)
+
+    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Clip to [-1, 1] and map onto the Box bounds; infinite bounds pass the clipped value."""
+        action = action.reshape(self.num_envs, self.action_dim).clamp(-1.0, 1.0)
+        bounded = torch.isfinite(self.action_low) & torch.isfinite(self.action_high)
+        scaled = self.action_low + (action + 1) * 0.5 * (self.action_high - self.action_low)
+        return torch.where(bounded, scaled, action)
+
+    def reset(self, env_ids: torch.Tensor | None = None) -> TensorDict:
+        ids = as_env_ids(env_ids, self.num_envs, self.device)
+        if ids.numel():
+            mask = np.zeros(self.num_envs, dtype=np.bool_)
+            mask[ids.cpu().numpy()] = True
+            obs, _ = self.envs.reset(options={"reset_mask": mask})
+            self._obs = obs.reshape(self.num_envs, -1)
+            self.progress[ids] = 0
+        return self.get_obs()
+
+    def get_obs(self) -> TensorDict:
+        obs = torch.as_tensor(self._obs, dtype=torch.float32).to(self.device)
+        return TensorDict({"obs": obs}, batch_size=[self.num_envs], device=self.device)
+
+    def step(self, action: torch.Tensor) -> StepResult:
+        env_action = self.scale_action(action).detach().cpu().numpy().astype(self.envs.single_action_space.dtype)
+        obs, reward, gym_terminated, gym_truncated, _ = self.envs.step(
+            env_action.reshape((self.num_envs, *self.envs.single_action_space.shape)))
+        self._obs = obs.reshape(self.num_envs, -1)
+        self.progress += 1
+
+        terminated = torch.as_tensor(gym_terminated, dtype=torch.bool).to(self.device)
+        time_limit = torch.as_tensor(gym_truncated, dtype=torch.bool).to(self.device)
+        truncated = (time_limit | (self.progress >= self.max_episode_length)) & ~terminated
+        reward = torch.as_tensor(reward, dtype=torch.float32).to(self.device)
+        extras = {"terminate": terminated.float(), "termination/env": terminated.float()}
+        return StepResult(self.get_obs(), reward, terminated, truncated, extras)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        rngs = self.envs.get_attr("np_random")
+        return {"progress": self.progress.clone(), "max_episode_length": self.max_episode_length,
+                "np_random": [rng.bit_generator.state for rng in rngs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.progress.copy_(state["progress"])
+        self.max_episode_length = state["max_episode_length"]
+        rngs = []
+        for rng_state in state["np_random"]:
+            bit_generator = getattr(np.random, rng_state["bit_generator"])()
+            bit_generator.state = rng_state
+            rngs.append(np.random.Generator(bit_generator))
+        self.envs.set_attr("np_random", rngs)
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def _has_dt(envs: gym.vector.VectorEnv) -> bool:
+    try:
+        envs.get_attr("dt")
+    except AttributeError:
+        return False
+    return True
