@@ -1,0 +1,177 @@
+"""GymVectorEnv against Gymnasium's own single envs: lazy resets, end-of-episode flags, actions, seeding."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from workbench.envs import BatchedEnv
+from workbench.envs.gym_adapter import GymVectorEnv
+
+
+class ActionEchoEnv(gym.Env):
+    """Observes the last action it received, so tests see exactly what reached the env."""
+
+    def __init__(self):
+        self.action_space = gym.spaces.Box(low=np.array([0.0, -3.0, -np.inf], dtype=np.float32),
+                                           high=np.array([1.0, 5.0, np.inf], dtype=np.float32))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.asarray(action, dtype=np.float32), 0.0, False, False, {}
+
+
+gym.register("WorkbenchTest/ActionEcho-v0", entry_point=ActionEchoEnv, max_episode_steps=50)
+
+
+@pytest.fixture
+def cheetah():
+    env = GymVectorEnv("HalfCheetah-v5", num_envs=2, seed=7)
+    yield env
+    env.close()
+
+
+def test_halfcheetah_matches_single_gymnasium_envs(cheetah):
+    assert isinstance(cheetah, BatchedEnv)
+    assert cheetah.action_dim == 6 and cheetah.dt == pytest.approx(0.05) and cheetah.max_episode_length == 1000
+    references = [gym.make("HalfCheetah-v5") for _ in range(2)]
+    ref_obs = [ref.reset(seed=7 + i)[0] for i, ref in enumerate(references)]
+    obs = cheetah.get_obs()
+    assert obs["obs"].dtype == torch.float32 and obs["obs"].shape == (2, 17)
+    np.testing.assert_allclose(obs["obs"].numpy(), np.stack(ref_obs), atol=1e-6)
+
+    actions = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        action = torch.rand(2, 6, generator=actions) * 2 - 1  # HalfCheetah's Box is [-1, 1]: no rescale
+        result = cheetah.step(action)
+        for i, ref in enumerate(references):
+            ref_obs, ref_reward, *_ = ref.step(action[i].numpy().astype(np.float64))
+            np.testing.assert_allclose(result.obs["obs"][i].numpy(), ref_obs, atol=1e-5)
+            assert result.reward[i].item() == pytest.approx(ref_reward, abs=1e-5)
+        assert result.reward.dtype == torch.float32
+
+
+def test_lazy_reset_keeps_final_obs_until_reset_ids(cheetah):
+    cheetah.max_episode_length = 3  # the curriculum may shorten episodes at any time
+    zero = torch.zeros(2, 6)
+    assert not cheetah.step(zero).dones.any()
+    assert not cheetah.step(zero).dones.any()
+    result = cheetah.step(zero)
+    assert result.truncated.all() and not result.terminated.any()
+    final = result.obs["obs"].clone()
+    assert torch.equal(cheetah.get_obs()["obs"], final), "the done step must not reset"
+    assert torch.equal(cheetah.reset(torch.tensor([], dtype=torch.long))["obs"], final)
+
+    obs = cheetah.reset(torch.tensor([1]))["obs"]
+    assert torch.equal(obs[0], final[0]), "env 0 was not asked to reset"
+    assert not torch.equal(obs[1], final[1])
+    assert cheetah.progress.tolist() == [3, 0]
+    # A reset draws a fresh start near HalfCheetah's initial pose (noise scale 0.1).
+    assert obs[1].abs().max() < 0.5
+
+
+def test_hopper_falling_is_terminated_with_final_obs():
+    env = GymVectorEnv("Hopper-v5", num_envs=2, seed=0)
+    actions = torch.Generator().manual_seed(0)
+    try:
+        for _ in range(1000):
+            result = env.step(torch.randn(2, 3, generator=actions) * 2)
+            if result.dones.any():
+                break
+        assert result.terminated.any(), "a random Hopper falls long before the 1000-step limit"
+        assert not (result.terminated & result.truncated).any()
+        assert torch.equal(result.extras["terminate"], result.terminated.float())
+        ended = result.terminated.nonzero().squeeze(-1)
+        # The obs returned on the done step is the unhealthy final state, not a fresh reset:
+        # Hopper is healthy only with height > 0.7, |angle| < 0.2 and |state| < 100.
+        height, angle = result.obs["obs"][ended, 0], result.obs["obs"][ended, 1]
+        unhealthy = (height <= 0.7) | (angle.abs() >= 0.2) | (result.obs["obs"][ended, 1:].abs() >= 100).any(-1)
+        assert unhealthy.all()
+        obs = env.reset(ended)["obs"]
+        assert (obs[ended, 0] > 1.2).all(), "a reset Hopper stands at about 1.25"
+    finally:
+        env.close()
+
+
+def test_pendulum_gym_time_limit_is_truncation_and_no_autoreset():
+    env = GymVectorEnv("Pendulum-v1", num_envs=2, seed=0)
+    assert env.max_episode_length == 200 and env.dt == pytest.approx(0.05)
+    env.max_episode_length = 10_000  # leave the cut to gymnasium's TimeLimit (the spec's 200 steps)
+    zero = torch.zeros(2, 1)
+    try:
+        for _ in range(199):
+            assert not env.step(zero).dones.any()
+        result = env.step(zero)
+        assert result.truncated.all() and not result.terminated.any()
+        # Autoreset is disabled: gymnasium refuses to step an ended env that nobody reset.
+        with pytest.raises(AssertionError):
+            env.step(zero)
+    finally:
+        env.close()
+
+
+def test_actions_clip_then_map_onto_box_bounds():
+    env = GymVectorEnv("WorkbenchTest/ActionEcho-v0", num_envs=3, seed=0)
+    action = torch.tensor([[-1.0, -1.0, 0.3],
+                           [0.5, 0.0, -7.0],
+                           [4.0, 2.0, 7.0]])
+    # low + (clip(a) + 1)/2 * (high - low) on bounded dims; the unbounded dim is only clipped.
+    expected = torch.tensor([[0.0, -3.0, 0.3],
+                             [0.75, 1.0, -1.0],
+                             [1.0, 5.0, 1.0]])
+    try:
+        assert torch.allclose(env.step(action).obs["obs"], expected)
+    finally:
+        env.close()
+
+
+def test_pendulum_action_scaling_matches_gymnasium_torque():
+    env = GymVectorEnv("Pendulum-v1", num_envs=1, seed=3)
+    reference = gym.make("Pendulum-v1")
+    reference.reset(seed=3)
+    try:
+        for policy_action, torque in ((0.5, 1.0), (-3.0, -2.0), (0.1, 0.2)):
+            ref_obs, ref_reward, *_ = reference.step(np.array([torque], dtype=np.float32))
+            result = env.step(torch.tensor([[policy_action]]))
+            np.testing.assert_allclose(result.obs["obs"][0].numpy(), ref_obs, atol=1e-6)
+            assert result.reward.item() == pytest.approx(ref_reward, abs=1e-5)
+    finally:
+        env.close()
+
+
+def test_seeding_and_rng_state_round_trip():
+    first, second, other = (GymVectorEnv("Pendulum-v1", num_envs=3, seed=s) for s in (11, 11, 12))
+    try:
+        assert torch.equal(first.get_obs()["obs"], second.get_obs()["obs"])
+        assert not torch.equal(first.get_obs()["obs"], other.get_obs()["obs"])
+        first.step(torch.zeros(3, 1))
+        state = first.state_dict()
+        expected = [first.reset()["obs"].clone(), first.reset(torch.tensor([2]))["obs"].clone()]
+
+        other.load_state_dict(state)  # another seed, but the saved RNG streams take over
+        assert torch.equal(other.progress, torch.ones(3, dtype=torch.long))
+        replay = [other.reset()["obs"], other.reset(torch.tensor([2]))["obs"]]
+        assert all(torch.equal(a, b) for a, b in zip(expected, replay))
+    finally:
+        for env in (first, second, other):
+            env.close()
+
+
+def test_async_mode_resets_only_listed_envs():
+    env = GymVectorEnv("Pendulum-v1", num_envs=2, seed=0, vectorization_mode="async")
+    try:
+        before = env.step(torch.zeros(2, 1)).obs["obs"].clone()
+        after = env.reset(torch.tensor([0]))["obs"]
+        assert not torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    finally:
+        env.close()
+
+
+def test_unsupported_vectorization_mode_is_refused():
+    with pytest.raises(ValueError, match="vectorization_mode"):
+        GymVectorEnv("Pendulum-v1", num_envs=1, vectorization_mode="threads")
