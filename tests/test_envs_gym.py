@@ -98,6 +98,31 @@ def test_hopper_falling_is_terminated_with_final_obs():
         env.close()
 
 
+def run_hopper_until_done(max_episode_length: int | None = None):
+    env = GymVectorEnv("Hopper-v5", num_envs=2, seed=0, max_episode_length=max_episode_length)
+    actions = torch.Generator().manual_seed(0)
+    try:
+        for step in range(1, 1001):
+            result = env.step(torch.randn(2, 3, generator=actions) * 2)
+            if result.dones.any():
+                return step, result
+    finally:
+        env.close()
+    raise AssertionError("no episode ended")
+
+
+def test_hopper_small_max_episode_length_truncates_and_termination_wins_ties():
+    fall_step, fallen = run_hopper_until_done()
+    assert fallen.terminated.any()
+    step, result = run_hopper_until_done(max_episode_length=fall_step - 1)
+    assert step == fall_step - 1 and result.truncated.all() and not result.terminated.any()
+    # Both ends on the same step: a terminal state must not be bootstrapped as a truncation.
+    step, result = run_hopper_until_done(max_episode_length=fall_step)
+    assert step == fall_step
+    assert torch.equal(result.terminated, fallen.terminated)
+    assert torch.equal(result.truncated, ~fallen.terminated)
+
+
 def test_pendulum_gym_time_limit_is_truncation_and_no_autoreset():
     env = GymVectorEnv("Pendulum-v1", num_envs=2, seed=0)
     assert env.max_episode_length == 200 and env.dt == pytest.approx(0.05)
