@@ -1,0 +1,111 @@
+"""The root config schema (registered with Hydra's ConfigStore) and value validation.
+
+Hydra and OmegaConf already refuse unknown keys and wrong types while composing;
+``validate`` adds the range checks, so every bad value is refused with the key,
+the value and what is allowed, before anything is built or written.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from workbench.agents.ppo.config import PPOAgentConfig
+from workbench.tracking.config import LoggerConfig
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class WorkbenchConfig:
+    agent: PPOAgentConfig = field(default_factory=PPOAgentConfig)
+    env: Any = MISSING  # a config group: _target_ (env class) and its constructor kwargs
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | auto
+    torch_threads: Optional[int] = None  # None = torch's default
+    checkpoint: Optional[str] = None  # a .ckpt to start from; <output_dir>/last.ckpt is resumed automatically
+    load_training_state: bool = True  # false = warm start (weights only)
+    trial: Optional[Any] = None  # filled by the Optuna sweeper for sweep trials
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=WorkbenchConfig)
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; names the key, the value and the rule."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise ConfigError(key, "???", "a value is required (set it on the command line, e.g. "
+                                      f"{key}=...)") from None
+
+
+def _check(cfg, key, ok, allowed):
+    value = _get(cfg, key)
+    if value is not None and not ok(value):
+        raise ConfigError(key, value, allowed)
+
+
+RANGE_CHECKS = [
+    ("agent.e_clip", lambda v: v > 0, "must be > 0"),
+    ("agent.tau", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ("agent.gamma", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ("agent.batch_size", lambda v: v >= 1, "must be >= 1"),
+    ("agent.training_max_steps", lambda v: v >= 1, "must be >= 1"),
+    ("agent.training_max_iterations", lambda v: v >= 1, "must be >= 1 or null"),
+    ("agent.num_steps", lambda v: v >= 1, "must be >= 1"),
+    ("agent.num_mini_epochs", lambda v: v >= 1, "must be >= 1"),
+    ("agent.gradient_clip_val", lambda v: v >= 0, "must be >= 0 (0 disables clipping)"),
+    ("agent.bounds_loss_coef", lambda v: v >= 0, "must be >= 0"),
+    ("agent.entropy_coef", lambda v: v >= 0, "must be >= 0"),
+    ("agent.actor_clip_frac_threshold", lambda v: 0 < v <= 1, "must be in (0, 1] or null"),
+    ("agent.normalized_reward_clamp_value", lambda v: v > 0, "must be > 0"),
+    ("agent.reward_norm_ema_decay", lambda v: 0 < v < 1, "must be in (0, 1) or null"),
+    ("agent.save_last_checkpoint_every", lambda v: v >= 0, "must be >= 0 (0 disables)"),
+    ("agent.save_epoch_checkpoint_every", lambda v: v >= 0, "must be >= 0 or null"),
+    ("agent.training_early_termination", lambda v: v >= 1, "must be >= 1 or null"),
+    ("agent.model.actor.actor_logstd", math.isfinite, "must be a finite number"),
+    ("agent.model.actor_optimizer.lr", lambda v: v > 0, "must be > 0"),
+    ("agent.model.critic_optimizer.lr", lambda v: v > 0, "must be > 0"),
+    ("agent.advantage_normalization.ema_alpha", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("agent.advantage_normalization.min_std", lambda v: v > 0, "must be > 0"),
+    ("agent.advantage_normalization.clamp_range", lambda v: v > 0, "must be > 0"),
+    ("agent.adaptive_lr.desired_kl", lambda v: v > 0, "must be > 0"),
+    ("agent.evaluator.max_eval_steps", lambda v: v >= 1, "must be >= 1"),
+    ("agent.evaluator.eval_metrics_every", lambda v: v >= 1, "must be >= 1 or null"),
+    ("agent.evaluator.num_envs", lambda v: v >= 1, "must be >= 1 or null"),
+    ("env.num_envs", lambda v: v >= 1, "must be >= 1"),
+    ("device", lambda v: v in DEVICES, f"must be one of {', '.join(DEVICES)}"),
+    ("torch_threads", lambda v: v >= 1, "must be >= 1 or null"),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value outside its allowed range."""
+    for key, ok, allowed in RANGE_CHECKS:
+        _check(cfg, key, ok, allowed)
+    adaptive = cfg.agent.adaptive_lr
+    if adaptive.min_lr > adaptive.max_lr:
+        raise ConfigError("agent.adaptive_lr.min_lr", adaptive.min_lr, f"must be <= max_lr ({adaptive.max_lr})")
+    rollout = cfg.env.num_envs * cfg.agent.num_steps
+    if rollout % cfg.agent.batch_size:
+        raise ConfigError("agent.batch_size", cfg.agent.batch_size,
+                          f"must divide env.num_envs x agent.num_steps = {cfg.env.num_envs} x "
+                          f"{cfg.agent.num_steps} = {rollout}")
+    if cfg.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("device", "cuda", "CUDA is not available on this machine; use cpu or auto")

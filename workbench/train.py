@@ -1,0 +1,122 @@
+"""One training run: config -> env -> PPO agent -> tracked metrics -> checkpoints.
+
+``run_training`` is what ``workbench train`` calls for a single run, and what a
+sweep trial calls with callbacks that report to Optuna.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from workbench.agents.ppo.agent import PPO
+from workbench.agents.ppo.config import PPOAgentConfig
+from workbench.config import validate
+from workbench.envs import make_env
+from workbench.tracking import Tracker
+from workbench.tracking.secrets import scrub_secrets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainCallbacks:
+    # Called once after the W&B run starts, with wandb_run_id, wandb_run_dir and output_dir.
+    on_start: Callable[[dict], None] | None = None
+    # Called after every iteration with (iteration, metrics). If it raises (optuna.TrialPruned, say),
+    # training stops cleanly (W&B run finished, last.ckpt saved) and the exception propagates.
+    on_iteration: Callable[[int, dict[str, float]], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    final_eval_return: float | None = None
+    best_eval_return: float | None = None
+    output_dir: Path | None = None
+    wandb_run_id: str | None = None
+    wandb_run_dir: str | None = None
+    frames: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_agent(cfg: DictConfig, output_dir: Path | None) -> PPO:
+    """Validate the config, build the training and evaluation envs and the agent (seeded)."""
+    validate(cfg)
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    env_spec = OmegaConf.to_container(cfg.env, resolve=True)
+    env = make_env(env_spec, device=device, seed=cfg.seed)
+    eval_envs = cfg.agent.evaluator.num_envs or min(64, env.num_envs)
+    eval_env = make_env({**env_spec, "num_envs": eval_envs}, device=device, seed=cfg.seed + 1_000_003)
+    if cfg.agent.model.actor.num_out is None:
+        cfg.agent.model.actor.num_out = env.action_dim
+    agent_config: PPOAgentConfig = OmegaConf.to_object(cfg.agent)
+    return PPO(agent_config, env, device=device, eval_env=eval_env, output_dir=output_dir, seed=cfg.seed)
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The whole resolved config as plain data, with secrets (passwords in URLs, API keys) masked."""
+    return scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
+
+
+def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallbacks | None = None) -> TrainResult:
+    callbacks = callbacks or TrainCallbacks()
+    output_dir = Path(output_dir)
+    agent = build_agent(cfg, output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = resolved_config(cfg)
+    (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config_dict)))
+
+    resume_from = cfg.checkpoint or (output_dir / "last.ckpt" if (output_dir / "last.ckpt").exists() else None)
+    if resume_from:
+        log.info("loading %s (%s)", resume_from, "resume" if cfg.load_training_state else "warm start")
+        agent.load_checkpoint(resume_from, load_training_state=cfg.load_training_state)
+
+    tracker = Tracker.start(config_dict, OmegaConf.to_object(cfg.logger), output_dir)
+    result = TrainResult(output_dir=output_dir, wandb_run_id=tracker.run_id,
+                         wandb_run_dir=str(tracker.run_dir) if tracker.run_dir else None)
+    if callbacks.on_start:
+        callbacks.on_start({"wandb_run_id": result.wandb_run_id, "wandb_run_dir": result.wandb_run_dir,
+                            "output_dir": str(output_dir)})
+    best = -float("inf")
+
+    def on_iteration(metrics: dict[str, float]) -> None:
+        nonlocal best
+        tracker.log(metrics)
+        result.history.append(metrics)
+        if "eval/episode_reward" in metrics:
+            result.final_eval_return = metrics["eval/episode_reward"]
+            best = max(best, metrics["eval/episode_reward"])
+            result.best_eval_return = best
+        if agent.epoch % 10 == 0 or agent.should_stop():
+            log.info("epoch %d/%d frames %d return %.1f eval %s sps %.0f", agent.epoch, agent.max_epochs,
+                     agent.step_count, metrics["info/episode_reward"], metrics.get("eval/episode_reward", "-"),
+                     metrics["info/sps"])
+        if callbacks.on_iteration:
+            callbacks.on_iteration(agent.epoch, metrics)
+
+    started = time.time()
+    exit_code = 1
+    try:
+        agent.fit(on_iteration)
+        exit_code = 0
+    finally:
+        result.frames = agent.step_count
+        tracker.update_summary({"frames": agent.step_count, "wall_time_s": time.time() - started,
+                                "final_eval_return": result.final_eval_return,
+                                "best_eval_return": result.best_eval_return})
+        tracker.finish(exit_code)
+    return result
