@@ -254,3 +254,14 @@ def test_every_env_config_builds(name):
         assert result.obs["obs"].shape[0] == 2 and result.reward.dtype == torch.float32
     finally:
         env.close()
+
+
+def test_first_episode_returns_sums_rewards_of_one_episode_per_env():
+    from workbench.envs.random_returns import first_episode_returns
+    returns, lengths = first_episode_returns(Pendulum(num_envs=2, max_episode_length=3, seed=1), seed=5)
+    # Replay by hand: the same initial states and the same uniform actions.
+    env, actions = Pendulum(num_envs=2, max_episode_length=3, seed=1), torch.Generator().manual_seed(5)
+    env.reset()
+    expected = sum(env.step(torch.rand(2, 1, generator=actions) * 2 - 1).reward for _ in range(3))
+    assert lengths.tolist() == [3, 3]
+    assert torch.allclose(returns, expected)
