@@ -15,3 +15,5 @@ class LoggerConfig:
     job_type: str = "train"
     name: Optional[str] = None
     notes: Optional[str] = None
+    # Seconds wandb.init may take (online: server round trips) before the run falls back to offline.
+    init_timeout: float = 60.0

@@ -1,0 +1,325 @@
+"""One W&B run per training run, and a training loop that never dies of it.
+
+Failures (online without network, bad entity, a crashed wandb-core service,
+``log`` raising) are reported once on the ``workbench.tracking`` logger and
+the run continues as an offline run into which every row logged so far is
+replayed; ``Tracker.log`` never raises.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Set
+
+from .config import LoggerConfig
+from .reader import SUPERSEDED_MARKER, has_exit_record
+from .rows import RowStore
+from .secrets import scrub_secrets, scrub_text
+
+log = logging.getLogger("workbench.tracking")
+
+MODES = ("online", "offline", "disabled")
+_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+EVAL_RETURN = "eval/episode_reward"
+# Fallback attempts per Tracker; past this, metrics stay in memory only.
+MAX_RECOVERIES = 2
+# run.finish() can return before wandb-core has flushed the file; readers right
+# after training (tests, the sweeper) need it whole, so finish waits this long.
+FLUSH_WAIT_S = 30.0
+
+
+def resolve_mode(configured: str) -> str:
+    """``WANDB_MODE`` wins over ``logger.mode`` when set."""
+    raw = os.environ.get("WANDB_MODE") or configured or "offline"
+    mode = _MODE_ALIASES.get(raw.strip().lower(), raw.strip().lower())
+    if mode not in MODES:
+        source = "WANDB_MODE" if os.environ.get("WANDB_MODE") else "logger.mode"
+        raise ValueError(f"{source}={raw!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+def _settings(mode: str, logger: LoggerConfig) -> Any:
+    """Quiet, fast settings: no code/git/system snapshots, no stats sampler."""
+    import wandb
+    from wandb.sdk import wandb_run
+
+    wanted: Dict[str, Any] = dict(
+        mode=mode,
+        silent=True,
+        quiet=True,
+        disable_code=True,
+        save_code=False,
+        disable_git=True,
+        disable_job_creation=True,
+        x_disable_stats=True,
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+        x_save_requirements=False,
+        init_timeout=float(getattr(logger, "init_timeout", 60.0)),
+        reinit="create_new",  # never touch another run in this process
+        # Console capture only where we can scrub it (see Tracker._scrub_console).
+        console="wrap" if hasattr(wandb_run.Run, "_console_raw_callback") else "off",
+    )
+    known = wandb.Settings.model_fields
+    return wandb.Settings(**{k: v for k, v in wanted.items() if k in known})
+
+
+def _run_dirs(wandb_dir: Path) -> Set[Path]:
+    if not wandb_dir.is_dir():
+        return set()
+    return {p for p in wandb_dir.iterdir() if p.is_dir() and "run-" in p.name}
+
+
+class Tracker:
+    """Lifecycle of the W&B run of one training run (see docs/tracking.md)."""
+
+    def __init__(self, config: Mapping[str, Any], logger: LoggerConfig, output_dir: Path, step_metric: str, mode: str):
+        self.config = scrub_secrets(dict(config))
+        self.logger = logger
+        self.output_dir = Path(output_dir)
+        self.step_metric = step_metric
+        self.mode = mode  # the mode actually in use ("offline" after a fallback)
+        self.run_id: Optional[str] = None
+        self.run_dir: Optional[Path] = None
+        self.failure: Optional[str] = None  # first failure, as reported
+        self._run: Any = None
+        self._rows = RowStore()
+        self._summary: Dict[str, Any] = {}
+        self._recoveries = 0
+        self._finished = False
+        self._t0 = time.monotonic()
+        self._last_frames: Optional[float] = None
+        self._final: Dict[str, float] = {}
+        self._best: Dict[str, float] = {}
+        self._dirs_before: Set[Path] = set()
+
+    # ------------------------------------------------------------------ API
+    @classmethod
+    def start(
+        cls,
+        config: Mapping[str, Any],
+        logger: LoggerConfig,
+        output_dir: Path,
+        *,
+        step_metric: str = "info/frames",
+    ) -> "Tracker":
+        """Start the run under ``<output_dir>/wandb/``. Never raises for W&B trouble."""
+        tracker = cls(config, logger, output_dir, step_metric, resolve_mode(logger.mode))
+        if tracker.mode == "disabled":
+            return tracker
+        tracker.output_dir.mkdir(parents=True, exist_ok=True)
+        tracker._dirs_before = _run_dirs(tracker.output_dir / "wandb")
+        try:
+            tracker._attach(tracker._init(tracker.mode))
+        except Exception as exc:  # noqa: BLE001 - any W&B failure means: fall back
+            tracker._recover(f"W&B could not start in {tracker.mode} mode", exc)
+        return tracker
+
+    def log(self, metrics: Mapping[str, float]) -> None:
+        """Log one training iteration. Never raises."""
+        try:
+            row = dict(metrics)
+            self._rows.append(row)
+            self._track_returns(row)
+        except Exception as exc:  # noqa: BLE001 - bad values must not stop training
+            log.debug("tracking: could not record row: %s", exc)
+            return
+        if self._run is None:
+            return
+        try:
+            self._run.log(row)
+        except Exception as exc:  # noqa: BLE001
+            self._recover("W&B failed while logging", exc)
+
+    def update_summary(self, values: Mapping[str, Any]) -> None:
+        """Add values to the run summary (kept and re-applied after a fallback)."""
+        values = scrub_secrets(dict(values))
+        self._summary.update(values)
+        if self._run is None:
+            return
+        try:
+            self._run.summary.update(values)
+        except Exception as exc:  # noqa: BLE001
+            self._recover("W&B failed while updating the summary", exc)
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Write the final summary and close the run. Idempotent, never raises."""
+        if self._finished:
+            return
+        self._finished = True
+        self._summary.update(self.final_summary())
+        while self._run is not None:
+            run = self._run
+            try:
+                run.summary.update(self._summary)
+                run.finish(exit_code=exit_code)
+                self._wait_for_flush()
+                return
+            except Exception as exc:  # noqa: BLE001
+                self._recover("W&B failed while finishing the run", exc)
+                if self._run is run:
+                    return
+
+    def final_summary(self) -> Dict[str, Any]:
+        """Final and best evaluation return, total frames, wall time."""
+        out: Dict[str, Any] = {"wall_time_s": time.monotonic() - self._t0}
+        if self._last_frames is not None:
+            out[self.step_metric] = self._last_frames
+        for key, value in self._final.items():
+            out[key] = value
+            out[f"{key}_final"] = value
+            out[f"{key}_best"] = self._best[key]
+        return out
+
+    @property
+    def rows_logged(self) -> int:
+        return len(self._rows)
+
+    # ------------------------------------------------------------ internals
+    def _wait_for_flush(self) -> None:
+        files = sorted(self.run_dir.glob("*.wandb")) if self.run_dir else []
+        if self.mode == "disabled" or not files:
+            return
+        deadline = time.monotonic() + FLUSH_WAIT_S
+        delay = 0.005
+        while not has_exit_record(files[0]):
+            if time.monotonic() > deadline:
+                log.debug("tracking: %s still has no exit record after %.0f s", files[0], FLUSH_WAIT_S)
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _track_returns(self, row: Mapping[str, Any]) -> None:
+        frames = row.get(self.step_metric)
+        if isinstance(frames, (int, float)):
+            self._last_frames = frames
+        for key in (EVAL_RETURN, "info/episode_reward"):
+            value = row.get(key)
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                self._final[key] = value
+                self._best[key] = max(value, self._best.get(key, value))
+
+    def _init(self, mode: str) -> Any:
+        import wandb
+
+        lg = self.logger
+        run = wandb.init(
+            project=lg.project,
+            entity=lg.entity,
+            group=lg.group,
+            tags=list(lg.tags or []),
+            job_type=lg.job_type,
+            name=lg.name,
+            notes=lg.notes,
+            config=self.config,
+            dir=str(self.output_dir),
+            settings=_settings(mode, lg),
+        )
+        self._scrub_console(run)
+        run.define_metric(self.step_metric)
+        run.define_metric("*", step_metric=self.step_metric)
+        return run
+
+    @staticmethod
+    def _scrub_console(run: Any) -> None:
+        """Mask secrets in captured stdout/stderr before they reach output.log.
+
+        wandb's "wrap" console capture calls ``run._console_raw_callback`` by
+        attribute lookup on every write, so an instance attribute filters it.
+        """
+        original = getattr(run, "_console_raw_callback", None)
+        if original is None:
+            return
+
+        def scrubbed(name: str, data: str) -> None:
+            original(name, scrub_text(data) if isinstance(data, str) else data)
+
+        run._console_raw_callback = scrubbed
+
+    def _attach(self, run: Any) -> None:
+        self._run = run
+        self.run_id = run.id
+        try:
+            self.run_dir = Path(run.settings.sync_dir)
+        except Exception:  # noqa: BLE001
+            self.run_dir = Path(run.dir).parent
+
+    def _recover(self, what: str, exc: BaseException) -> None:
+        """Report the failure once and continue in a fresh offline run."""
+        broken, broken_dir = self._run, self.run_dir
+        self._run = None
+        if broken is not None:
+            self._abandon(broken)
+        reason = f"{what}: {type(exc).__name__}: {scrub_text(str(exc))}"
+        self._recoveries += 1
+        if self._recoveries > MAX_RECOVERIES:
+            log.warning("%s; giving up on W&B, %d rows kept in memory only", reason, len(self._rows))
+            self.mode = "failed"
+            return
+        fallback = self._start_fallback()
+        if fallback is None:
+            log.warning("%s; the offline fallback failed too, metrics kept in memory only", reason)
+            self.mode = "failed"
+            return
+        old_id = self.run_id
+        self._attach(fallback)
+        self.mode = "offline"
+        self._mark_superseded(broken_dir, old_id)
+        where = self.run_dir
+        if self.failure is None:
+            self.failure = reason
+        log.warning("%s; continuing in offline run %s at %s (%d rows replayed)", reason, self.run_id, where, len(self._rows))
+        self._replay()
+
+    def _abandon(self, run: Any) -> None:
+        """Close a broken run as well as it allows; it may have no service left."""
+        try:
+            run.finish(exit_code=1)
+        except Exception:  # noqa: BLE001
+            try:
+                run._console_stop()  # stop feeding console output to a dead run
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _start_fallback(self) -> Any:
+        import wandb
+
+        try:
+            return self._init("offline")
+        except Exception as first:  # noqa: BLE001
+            log.debug("tracking: offline fallback failed (%s); restarting the W&B service", first)
+        try:
+            wandb.teardown()  # drops a dead service connection so init starts a new one
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            return self._init("offline")
+        except Exception as second:  # noqa: BLE001
+            log.debug("tracking: offline fallback failed again: %s", second)
+            return None
+
+    def _replay(self) -> None:
+        run = self._run
+        try:
+            for row in self._rows:
+                run.log(row)
+            if self._summary:
+                run.summary.update(self._summary)
+        except Exception as exc:  # noqa: BLE001
+            self._recover("W&B failed while replaying into the fallback run", exc)
+
+    def _mark_superseded(self, broken_dir: Optional[Path], old_id: Optional[str]) -> None:
+        """Tag runs left behind by the failure so readers pick the fallback run."""
+        stale: List[Path] = [d for d in _run_dirs(self.output_dir / "wandb") - self._dirs_before if d != self.run_dir]
+        if broken_dir is not None and broken_dir not in stale and broken_dir != self.run_dir:
+            stale.append(broken_dir)
+        note = {"fallback_run_id": self.run_id, "fallback_run_dir": str(self.run_dir), "replaced_run_id": old_id}
+        for directory in stale:
+            try:
+                (directory / SUPERSEDED_MARKER).write_text(json.dumps(note))
+            except OSError:
+                pass
