@@ -74,6 +74,7 @@ def test_step_returns_pre_reset_obs_on_truncation(kind):
         assert not env.step(zero).dones.any()
     result = env.step(zero)
     assert result.truncated.all() and not result.terminated.any()
+    assert torch.equal(result.extras["terminate"], torch.zeros(3))
     # The returned obs is the state reached by the step, and nothing was reset behind our back.
     assert (env.progress == 3).all()
     assert torch.equal(result.obs["obs"], env.get_obs()["obs"])
