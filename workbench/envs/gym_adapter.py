@@ -62,7 +62,6 @@ class GymVectorEnv:
         self.dt = float(self.envs.get_attr("dt")[0]) if _has_dt(self.envs) else 1.0
 
         self.progress = torch.zeros(num_envs, dtype=torch.long, device=self.device)
-        self._obs = np.zeros((num_envs, self.obs_dim), dtype=np.float32)
         obs, _ = self.envs.reset(seed=seed)
         self._obs = obs.reshape(num_envs, -1)
 
