@@ -1,0 +1,62 @@
+"""The sweeper's config schema, registered as ``hydra/sweeper: workbench_optuna``."""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ObjectiveConf:
+    metric: str = "eval/episode_reward"  # logged metric the objective is made of
+    window: int = 3  # objective = mean of the metric's last `window` values
+    fallback_metric: Optional[str] = "info/episode_reward"  # only if `metric` never appears
+    report_every: int = 1  # trial.report every K training iterations (step = iteration)
+    seeds: Optional[List[int]] = None  # Wilcoxon mode: one training per seed, step = seed index
+
+
+@dataclass
+class HeartbeatConf:
+    interval: float = 10.0  # seconds between heartbeats of a running trial
+    grace_period: float = 60.0  # a running trial silent this long is failed and retried
+    max_retry: int = 1  # retries per original trial after a kill or an interrupt
+
+
+@dataclass
+class WorkbenchOptunaSweeperConf:
+    _target_: str = "hydra_plugins.workbench_optuna_sweeper.sweeper.WorkbenchOptunaSweeper"
+    _recursive_: bool = False  # the sweeper builds sampler/pruner itself, with clear errors
+    sampler: Any = field(
+        default_factory=lambda: {
+            "_target_": "optuna.samplers.TPESampler",
+            "multivariate": True,
+            "group": True,  # conditional parameters: TPE models each active subset
+            "constant_liar": True,  # parallel workers avoid sampling next to running trials
+            "n_startup_trials": 10,
+            "seed": None,
+        }
+    )
+    pruner: Any = field(default_factory=lambda: {"_target_": "optuna.pruners.NopPruner"})
+    direction: str = "maximize"
+    study_name: Optional[str] = None  # default: the sweep file's name (`+sweep=<name>`)
+    # journal file path or Optuna RDB URL; default $WORKBENCH_SWEEP_STORAGE, else
+    # <original cwd>/<storage_dir>/<study_name>.journal
+    storage: Optional[str] = None
+    storage_dir: str = "sweeps_db"
+    n_trials: int = 20  # total over all workers and restarts
+    n_jobs: int = 1  # concurrent jobs of this sweeper (needs an out-of-process launcher)
+    params: Dict[str, Any] = field(default_factory=dict)
+    conditions: Dict[str, str] = field(default_factory=dict)
+    objective: ObjectiveConf = field(default_factory=ObjectiveConf)
+    heartbeat: HeartbeatConf = field(default_factory=HeartbeatConf)
+    wait_for_running: bool = True  # at the end, wait for (and reap) other workers' trials
+    dry_run: bool = False  # validate the sweep and create the study, run nothing
+    summary_csv: bool = True
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper",
+    name="workbench_optuna",
+    node=WorkbenchOptunaSweeperConf,
+    provider="workbench_optuna_sweeper",
+)

@@ -1,0 +1,226 @@
+"""The Hydra Sweeper: validates the sweep, opens the study, runs the driver's loop.
+
+Each trial is one Hydra job launched with the configured launcher (basic: in this process;
+submitit: a local or SLURM job). ``n_jobs`` > 1 runs that many launch loops in threads, each
+launching one job at a time, so an out-of-process launcher runs trials asynchronously.
+"""
+
+import difflib
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, List
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from workbench.sweep.driver import HeartbeatSettings, StudyDriver
+from workbench.sweep.errors import SweepConfigError
+from workbench.sweep.factory import make_pruner, make_sampler
+from workbench.sweep.heartbeat import Heartbeat
+from workbench.sweep.objective import ObjectiveSettings
+from workbench.sweep.space import SearchSpace, format_value, parse_search_space
+from workbench.sweep.storage import ENV_STORAGE, StorageSpec, open_storage, resolve_storage
+from workbench.sweep.summary import summary_table, write_csv
+
+log = logging.getLogger(__name__)
+
+
+class WorkbenchOptunaSweeper(Sweeper):
+    def __init__(self, **conf: Any) -> None:
+        self.conf = OmegaConf.create({k: v for k, v in conf.items() if not k.startswith("_")})
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    # -- validation ------------------------------------------------------------------
+    def _study_name(self) -> str:
+        name = self.conf.get("study_name")
+        if not name:
+            choices = self.config.hydra.runtime.get("choices", {})
+            name = choices.get("sweep") or self.config.hydra.job.name
+        name = str(name).replace("/", "_")
+        if not name or any(c.isspace() for c in name):
+            raise SweepConfigError(f"hydra.sweeper.study_name {name!r}: must be non-empty, no spaces")
+        return name
+
+    def _check_paths(self, space: SearchSpace) -> None:
+        """Every overridden key must exist in the composed config (``+key`` adds on purpose)."""
+        for spec in space.params:
+            if spec.prefix or "/" in spec.name or _has_key(self.config, spec.name):
+                continue
+            known = _flat_keys(self.config)
+            close = difflib.get_close_matches(spec.name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise SweepConfigError(
+                f"hydra.sweeper.params.{spec.name}: no such key in the composed config{hint} "
+                f"(write '+{spec.name}' to add a new key)"
+            )
+
+    def _check_composes(self, space: SearchSpace, extra: List[str]) -> None:
+        """Compose a job at the search space's extremes: catches wrong types, bad groups,
+        schema violations before any trial starts."""
+        loader = self.hydra_context.config_loader
+        for overrides in space.extremes():
+            try:
+                loader.load_sweep_config(self.config, overrides + extra)
+            except Exception as exc:
+                raise SweepConfigError(
+                    f"the sweep does not compose with the overrides {overrides}: {exc}"
+                ) from exc
+
+    # -- the sweep -------------------------------------------------------------------
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.launcher is not None
+        conf = self.conf
+        params = dict(OmegaConf.to_container(conf.params, resolve=False) or {})
+        for arg in arguments:  # command-line overrides: searched if sweep syntax, else fixed
+            key, _, value = arg.partition("=")
+            params[key] = value
+        space = parse_search_space(params, conf.get("conditions"))
+        if not space.searched:
+            raise SweepConfigError("hydra.sweeper.params: nothing to search")
+        ObjectiveSettings.from_config(OmegaConf.to_container(conf.objective, resolve=True))
+        n_trials = int(conf.n_trials)
+        if n_trials < 1:
+            raise SweepConfigError(f"hydra.sweeper.n_trials must be >= 1, got {n_trials}")
+        direction = str(conf.direction).lower()
+        if direction not in ("maximize", "minimize"):
+            raise SweepConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
+        sampler = make_sampler(conf.get("sampler"))
+        pruner = make_pruner(conf.get("pruner"))
+        study_name = self._study_name()
+        base_dir = Path(self.config.hydra.runtime.cwd)
+        spec = resolve_storage(conf.get("storage"), study_name, base_dir, str(conf.storage_dir))
+        self._check_paths(space)
+        trial_keys = self._trial_overrides(study_name, spec, 0)
+        self._check_composes(space, trial_keys)
+
+        os.environ[ENV_STORAGE] = spec.url  # jobs (and their children) reach the study by it
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=open_storage(spec),
+            sampler=sampler,
+            pruner=pruner,
+            direction=direction,
+            load_if_exists=True,
+        )
+        if study.direction.name.lower() != direction:
+            raise SweepConfigError(
+                f"study {study_name!r} exists with direction {study.direction.name.lower()}; "
+                f"this sweep asks for {direction}: use another study_name"
+            )
+        study.set_user_attr("search_space", {k: str(v) for k, v in params.items()})
+        heartbeat = HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat, resolve=True))
+        driver = StudyDriver(study, spec, space, n_trials, heartbeat, bool(conf.wait_for_running), _say)
+        _say(f"study {study_name} on {spec.redacted}: {n_trials} trials, "
+             f"{len(space.searched)} searched parameters, sampler {type(sampler).__name__}, "
+             f"pruner {type(pruner).__name__}")
+        if conf.dry_run:
+            _say("dry run: the sweep is valid; no trial started")
+            return None
+
+        slots = self._slots()
+        in_process = slots == 1 and _is_basic(self.launcher)
+
+        def launch(number: int, sampled: dict) -> Any:
+            overrides = space.overrides(sampled) + self._trial_overrides(study_name, spec, number)
+            if in_process:  # the job beats for itself; it dies with this process anyway
+                (ret,) = self.launcher.launch([overrides], initial_job_idx=number)
+            else:  # an out-of-process job may wait in a queue: beat for it meanwhile
+                with Heartbeat(study._storage, driver.trial(number)._trial_id, heartbeat.interval):
+                    (ret,) = self.launcher.launch([overrides], initial_job_idx=number)
+            return ret.return_value  # re-raises the job's exception, if any
+
+        stop = threading.Event()
+        try:
+            if slots == 1:
+                driver.run(launch, stop)
+            else:
+                with ThreadPoolExecutor(slots, thread_name_prefix="sweep-slot") as pool:
+                    for future in [pool.submit(driver.run, launch, stop) for _ in range(slots)]:
+                        future.result()
+        finally:
+            stop.set()
+            _say(summary_table(study, n_trials))
+            if conf.summary_csv:
+                path = write_csv(study, _summary_path(spec, study_name, self.config))
+                _say(f"summary written to {path}")
+        return None
+
+    def _slots(self) -> int:
+        n_jobs = int(self.conf.n_jobs)
+        if n_jobs < 1:
+            raise SweepConfigError(f"hydra.sweeper.n_jobs must be >= 1, got {n_jobs}")
+        if n_jobs > 1 and _is_basic(self.launcher):
+            log.warning("hydra.sweeper.n_jobs=%d needs an out-of-process launcher (e.g. "
+                        "hydra/launcher=submitit_local); running one job at a time. "
+                        "For parallel local workers use `workbench sweep --workers N`.", n_jobs)
+            return 1
+        return n_jobs
+
+    def _trial_overrides(self, study_name: str, spec: StorageSpec, number: int) -> list[str]:
+        name = format_value(study_name)
+        return [
+            f"++trial.study_name={name}",
+            f"++trial.number={number}",
+            f"++trial.storage={format_value(spec.redacted)}",
+            f"++logger.group={name}",
+            "++logger.job_type=sweep-trial",
+        ]
+
+
+def _is_basic(launcher: Any) -> bool:
+    return type(launcher).__name__ == "BasicLauncher"
+
+
+def _summary_path(spec: StorageSpec, study_name: str, config: DictConfig) -> Path:
+    """Beside the journal/SQLite file; in the sweep dir for a database server."""
+    directory = spec.path.parent if spec.path is not None else Path(str(config.hydra.sweep.dir))
+    if not directory.is_absolute():
+        directory = Path(str(config.hydra.runtime.cwd)) / directory
+    return directory / f"{study_name}.summary.csv"
+
+
+def _say(text: str) -> None:
+    # printed, not logged: after the first in-process job Hydra's logging writes to that job's file
+    print(text, file=sys.stdout, flush=True)
+
+
+def _has_key(config: Any, dotted: str) -> bool:
+    node = config
+    for part in dotted.split("."):
+        if isinstance(node, DictConfig):
+            if part not in node.keys():
+                return False
+            node = node._get_node(part)
+        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node._get_node(int(part))
+        else:
+            return False
+    return True
+
+
+def _flat_keys(config: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key in config.keys():
+        if not prefix and key == "hydra":
+            continue
+        full = f"{prefix}{key}"
+        keys.append(full)
+        child = config._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            keys.extend(_flat_keys(child, full + "."))
+    return keys

@@ -1,0 +1,23 @@
+"""Glue to the training side (``workbench.train``), tolerant of it not being importable.
+
+``run_training(cfg, output_dir, callbacks)`` takes a ``TrainCallbacks``; the fake training
+used by tests and benchmarks accepts any object with ``on_start``/``on_iteration``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class _Callbacks:
+    on_start: Callable[[dict], None] | None = None
+    on_iteration: Callable[[int, dict], None] | None = None
+
+
+def make_callbacks(on_start: Callable, on_iteration: Callable) -> Any:
+    try:
+        from workbench.train import TrainCallbacks
+    except ImportError:
+        return _Callbacks(on_start=on_start, on_iteration=on_iteration)
+    return TrainCallbacks(on_start=on_start, on_iteration=on_iteration)

@@ -1,0 +1,106 @@
+"""Trial heartbeats that work on every storage, and the reaper for trials whose worker died.
+
+Why not Optuna's own heartbeat: in Optuna 5 only RDBStorage implements it (JournalStorage does
+not), and it is only driven by ``Study.optimize`` (``ask`` warns that it is unsupported). So a
+running trial's owner writes the wall-clock time into the trial system attribute
+``workbench:heartbeat`` every ``interval`` seconds; any worker that finds a RUNNING trial whose
+last beat is older than ``grace_period`` marks it FAIL with a reason and enqueues a retry with
+the same parameters (at most ``max_retry`` times per original trial). Clocks of machines that
+share a study must agree to well within the grace period (NTP).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = "workbench:heartbeat"
+
+
+def beat(storage: BaseStorage, trial_id: int) -> bool:
+    """Record one heartbeat; False once the trial has finished."""
+    try:
+        storage.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())
+        return True
+    except UpdateFinishedTrialError:
+        return False
+
+
+class Heartbeat:
+    """Beats for one trial from a daemon thread while the trial runs (context manager)."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: float) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                if not beat(self._storage, self._trial_id):
+                    return
+            except Exception as exc:  # a storage hiccup must not kill the trial
+                log.warning("heartbeat for trial id %s failed: %s", self._trial_id, exc)
+
+    def __enter__(self) -> "Heartbeat":
+        beat(self._storage, self._trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def last_beat(trial: optuna.trial.FrozenTrial) -> float:
+    stamp = trial.system_attrs.get(HEARTBEAT_KEY)
+    if stamp is not None:
+        return float(stamp)
+    return trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+
+
+def reap_stale_trials(study: optuna.Study, grace_period: float, max_retry: int) -> list[int]:
+    """Fail RUNNING trials without a heartbeat for ``grace_period`` s; enqueue their retries.
+
+    Several workers may reap at once: the FAIL transition succeeds for exactly one of them
+    (the storage refuses to finish a finished trial), and only that one enqueues the retry.
+    Returns the numbers of the trials this call failed.
+    """
+    storage = study._storage  # the public Study API has no way to finish another process's trial
+    now = time.time()
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        silent = now - last_beat(trial)
+        if silent <= grace_period:
+            continue
+        reason = f"heartbeat lost: no sign of life for {silent:.0f}s (worker killed or lost)"
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # it finished, or another worker reaped it first
+        reaped.append(trial.number)
+        log.warning("trial %d: %s", trial.number, reason)
+        enqueue_retry(study, trial, max_retry)
+    return reaped
+
+
+def enqueue_retry(study: optuna.Study, failed: optuna.trial.FrozenTrial, max_retry: int) -> bool:
+    root = failed.user_attrs.get("retry_root", failed.number)
+    count = int(failed.user_attrs.get("retry_count", 0)) + 1
+    if count > max_retry:
+        log.warning("trial %d: not retried (max_retry=%d reached)", failed.number, max_retry)
+        return False
+    study.enqueue_trial(
+        dict(failed.params),
+        user_attrs={"retry_of": failed.number, "retry_root": root, "retry_count": count},
+    )
+    log.info("trial %d: retry %d/%d enqueued", failed.number, count, max_retry)
+    return True

@@ -1,0 +1,81 @@
+"""The number a trial is judged by, computed from the metrics a training run logs."""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """``hydra.sweeper.objective``."""
+
+    metric: str = "eval/episode_reward"
+    window: int = 3  # objective = mean of the last `window` values of `metric`
+    fallback_metric: str | None = "info/episode_reward"  # used only if `metric` never appears
+    report_every: int = 1  # trial.report every K iterations (only iterations with a value)
+    seeds: tuple[int, ...] | None = None  # Wilcoxon mode: one training per seed, step = index
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any] | None) -> "ObjectiveSettings":
+        node = dict(node or {})
+        seeds = node.get("seeds")
+        settings = cls(
+            metric=str(node.get("metric", cls.metric)),
+            window=int(node.get("window", cls.window)),
+            fallback_metric=node.get("fallback_metric", cls.fallback_metric),
+            report_every=int(node.get("report_every", cls.report_every)),
+            seeds=tuple(int(s) for s in seeds) if seeds else None,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        from workbench.sweep.errors import SweepConfigError
+
+        if self.window < 1:
+            raise SweepConfigError(f"hydra.sweeper.objective.window must be >= 1, got {self.window}")
+        if self.report_every < 1:
+            raise SweepConfigError(
+                f"hydra.sweeper.objective.report_every must be >= 1, got {self.report_every}"
+            )
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise SweepConfigError(f"hydra.sweeper.objective.seeds has duplicates: {self.seeds}")
+
+
+class ObjectiveTracker:
+    """Keeps the last ``window`` values of the objective metric (and of the fallback)."""
+
+    def __init__(self, settings: ObjectiveSettings) -> None:
+        self.settings = settings
+        self._primary: deque[float] = deque(maxlen=settings.window)
+        self._fallback: deque[float] = deque(maxlen=settings.window)
+
+    def update(self, metrics: Mapping[str, float]) -> None:
+        if self.settings.metric in metrics:
+            # a non-finite evaluation return means the policy diverged: kept, so it fails the trial
+            self._primary.append(float(metrics[self.settings.metric]))
+        fb = self.settings.fallback_metric
+        if fb and fb in metrics and math.isfinite(float(metrics[fb])):
+            # training-episode returns may be NaN in iterations where no episode ended: skipped
+            self._fallback.append(float(metrics[fb]))
+
+    @property
+    def metric_used(self) -> str | None:
+        if self._primary:
+            return self.settings.metric
+        if self._fallback:
+            return self.settings.fallback_metric
+        return None
+
+    @property
+    def value(self) -> float | None:
+        values = self._primary or self._fallback
+        if not values:
+            return None
+        return sum(values) / len(values)
+
+
+def is_bad(value: float | None) -> bool:
+    return value is not None and not math.isfinite(value)

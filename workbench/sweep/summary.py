@@ -1,0 +1,102 @@
+"""Progress line and end-of-sweep summary (printed, and written as CSV beside the study)."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+ATTR_COLUMNS = ("wandb_run_id", "output_dir", "fail_reason")
+
+
+def _maximize(study: optuna.Study) -> bool:
+    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def best_trial(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> FrozenTrial | None:
+    """The best COMPLETE trial (None if there is none yet); never raises."""
+    trials = trials if trials is not None else study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not done:
+        return None
+    return (max if _maximize(study) else min)(done, key=lambda t: t.value)
+
+
+def progress_line(study: optuna.Study, n_trials: int | None = None) -> str:
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state for t in trials)
+    finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED] + states[TrialState.FAIL]
+    total = f"/{n_trials}" if n_trials else ""
+    best = best_trial(study, trials)
+    best_text = f"best {best.value:.4g} (trial {best.number})" if best else "best -"
+    return (
+        f"[{study.study_name}] {finished}{total} finished: {states[TrialState.COMPLETE]} complete, "
+        f"{states[TrialState.PRUNED]} pruned, {states[TrialState.FAIL]} failed, "
+        f"{states[TrialState.RUNNING]} running, {states[TrialState.WAITING]} queued | {best_text}"
+    )
+
+
+def summary_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial, best first (complete by value, then pruned by last value, then the rest)."""
+    trials = study.get_trials(deepcopy=False)
+    sign = -1.0 if _maximize(study) else 1.0
+    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
+
+    def key(t: FrozenTrial):
+        usable = t.value is not None and math.isfinite(t.value)
+        return (order.get(t.state, 2), sign * t.value if usable else math.inf, t.number)
+
+    params = sorted({name for t in trials for name in t.params})
+    rows = []
+    for rank, t in enumerate(sorted(trials, key=key), start=1):
+        row: dict[str, Any] = {
+            "rank": rank,
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "last_step": t.last_step,
+            "duration_s": round(t.duration.total_seconds(), 2) if t.duration else None,
+        }
+        row.update({f"params.{p}": t.params.get(p) for p in params})
+        row.update({a: t.user_attrs.get(a) for a in ATTR_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def write_csv(study: optuna.Study, path: Path) -> Path:
+    rows = summary_rows(study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        fields = list(rows[0].keys()) if rows else ["rank", "number", "state", "value"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)  # atomic: several workers may write it at the end
+    return path
+
+
+def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5) -> str:
+    """Human-readable end-of-sweep summary: counts, the best trial's params, the top trials."""
+    lines = [progress_line(study, n_trials)]
+    best = best_trial(study)
+    if best is None:
+        lines.append("no complete trial yet")
+        return "\n".join(lines)
+    lines.append(f"best trial {best.number}: value {best.value:.6g}")
+    width = max((len(p) for p in best.params), default=0)
+    for name, value in best.params.items():
+        lines.append(f"  {name:<{width}} = {value}")
+    if best.user_attrs.get("wandb_run_id"):
+        lines.append(f"  W&B run {best.user_attrs['wandb_run_id']}  dir {best.user_attrs.get('output_dir')}")
+    rows = summary_rows(study)[:top]
+    lines.append(f"{'rank':>4} {'trial':>5} {'state':<8} {'value':>12}")
+    for row in rows:
+        value = "-" if row["value"] is None else f"{row['value']:.6g}"
+        lines.append(f"{row['rank']:>4} {row['number']:>5} {row['state']:<8} {value:>12}")
+    return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""One sweep trial inside a training job: reattach to the trial, report, prune, finish it.
+
+The sweeper asks a trial and launches a job with ``++trial.study_name``, ``++trial.number``
+and ``++trial.storage`` (redacted) overrides; ``workbench train`` sees ``cfg.trial`` and calls
+``run_trial``. The job itself records the outcome in the storage, so a job that outlives its
+sweeper (a SLURM job whose submitting process died) still finishes its trial.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import optuna
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from workbench.sweep.heartbeat import Heartbeat, enqueue_retry
+from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, is_bad
+from workbench.sweep.storage import ENV_STORAGE, StorageSpec, load_study, redact
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What the job returns to the sweeper (picklable, for out-of-process launchers)."""
+
+    number: int
+    state: str  # "COMPLETE", "PRUNED" or "FAIL"
+    value: float | None
+    fail_reason: str | None = None
+
+
+class ObjectiveNotFinite(RuntimeError):
+    pass
+
+
+def run_trial(
+    cfg: DictConfig,
+    output_dir: Path,
+    run_training: Callable[..., Any],
+    sweeper: Mapping[str, Any] | None = None,
+) -> TrialOutcome:
+    """Run the training for trial ``cfg.trial.number`` and record its outcome.
+
+    ``sweeper`` holds the ``hydra.sweeper`` settings (pruner, objective, heartbeat); by default
+    they are read from the running Hydra job's config.
+    """
+    sweeper = _plain(sweeper if sweeper is not None else _hydra_sweeper_node())
+    settings = ObjectiveSettings.from_config(sweeper.get("objective"))
+    study_name = str(cfg.trial.study_name)
+    number = int(cfg.trial.number)
+    spec = _storage_for_job(cfg)
+    study = load_study(
+        spec, study_name, sampler=optuna.samplers.RandomSampler(), pruner=_pruner(sweeper)
+    )
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study_name), number
+    )
+    frozen = storage.get_trial(trial_id)
+    if frozen.state != TrialState.RUNNING:
+        raise RuntimeError(f"trial {number} of study {study_name!r} is {frozen.state.name}, not RUNNING")
+    trial = optuna.Trial(study, trial_id)
+    with open_dict(cfg):  # the run's config (logged to W&B) carries the sampled params too
+        cfg.trial.params = dict(frozen.params)
+    interval = float(_plain(sweeper.get("heartbeat")).get("interval", DEFAULT_HEARTBEAT_INTERVAL))
+
+    with Heartbeat(storage, trial_id, interval):
+        try:
+            value = _train(cfg, Path(output_dir), run_training, trial, settings)
+        except optuna.TrialPruned as exc:
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("trial %d pruned: %s", number, exc)
+            return TrialOutcome(number, "PRUNED", storage.get_trial(trial_id).value)
+        except ObjectiveNotFinite as exc:
+            return _fail(study, trial, str(exc))
+        except BaseException as exc:  # an error, Ctrl-C or a SLURM preemption signal
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            _fail(study, trial, reason)
+            if not isinstance(exc, Exception):  # interrupted, not broken: run it again later
+                retry = _plain(sweeper.get("heartbeat")).get("max_retry", 1)
+                enqueue_retry(study, storage.get_trial(trial_id), int(retry))
+            raise
+    study.tell(trial, value)
+    log.info("trial %d finished: %s", number, value)
+    return TrialOutcome(number, "COMPLETE", value)
+
+
+def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: ObjectiveSettings) -> float:
+    if settings.seeds:
+        return _train_per_seed(cfg, output_dir, run_training, trial, settings)
+    tracker = ObjectiveTracker(settings)
+
+    def on_iteration(iteration: int, metrics: Mapping[str, float]) -> None:
+        tracker.update(metrics)
+        value = tracker.value
+        if is_bad(value):
+            raise ObjectiveNotFinite(f"objective {tracker.metric_used} is {value} at iteration {iteration}")
+        if value is not None and iteration % settings.report_every == 0:
+            trial.report(value, step=iteration)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"iteration {iteration}, objective {value:.4g}")
+
+    result = run_training(cfg, output_dir, _callbacks(trial, on_iteration))
+    return _final_value(trial, tracker, result)
+
+
+def _train_per_seed(cfg, output_dir, run_training, trial, settings) -> float:
+    """Wilcoxon mode: one full training per seed; the reported step is the seed's index, so
+    the WilcoxonPruner compares trials on the same seeds."""
+    values = []
+    for index, seed in enumerate(settings.seeds):
+        run_cfg = copy.deepcopy(cfg)
+        with open_dict(run_cfg):
+            run_cfg.seed = seed
+        tracker = ObjectiveTracker(settings)
+
+        def on_iteration(iteration: int, metrics: Mapping[str, float]) -> None:
+            tracker.update(metrics)
+            if is_bad(tracker.value):
+                raise ObjectiveNotFinite(f"objective is {tracker.value} (seed {seed}, iteration {iteration})")
+
+        result = run_training(run_cfg, output_dir / f"seed_{seed}", _callbacks(trial, on_iteration))
+        values.append(_final_value(trial, tracker, result))
+        trial.report(values[-1], step=index)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"after seed {seed} (index {index}), objective {values[-1]:.4g}")
+    return sum(values) / len(values)
+
+
+def _final_value(trial, tracker: ObjectiveTracker, result: Any) -> float:
+    value, used = tracker.value, tracker.metric_used
+    final_eval = getattr(result, "final_eval_return", None)
+    if value is None and final_eval is not None:
+        value, used = float(final_eval), "final_eval_return"
+    if value is None:
+        raise ObjectiveNotFinite(f"objective metric {tracker.settings.metric!r} was never logged")
+    if is_bad(value):
+        raise ObjectiveNotFinite(f"objective {used} is {value}")
+    trial.set_user_attr("objective_metric", used)
+    frames = getattr(result, "frames", None)
+    if frames is not None:
+        trial.set_user_attr("frames", int(frames))
+    return value
+
+
+def _callbacks(trial: optuna.Trial, on_iteration):
+    from workbench.sweep.compat import make_callbacks
+
+    def on_start(info: Mapping[str, Any]) -> None:
+        for key in ("wandb_run_id", "wandb_run_dir", "output_dir"):
+            if info.get(key) is not None:
+                trial.set_user_attr(key, str(info[key]))
+        ids = list(trial.user_attrs.get("wandb_run_ids", []))
+        if info.get("wandb_run_id") is not None:
+            trial.set_user_attr("wandb_run_ids", ids + [str(info["wandb_run_id"])])
+
+    return make_callbacks(on_start=on_start, on_iteration=on_iteration)
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> TrialOutcome:
+    log.warning("trial %d failed: %s", trial.number, reason)
+    try:
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception as exc:  # already finished (e.g. reaped): keep the first verdict
+        log.warning("trial %d: could not record the failure: %s", trial.number, exc)
+    return TrialOutcome(trial.number, "FAIL", None, reason)
+
+
+def _storage_for_job(cfg: DictConfig) -> StorageSpec:
+    """The sweeper hands the real URL over in the environment; the config holds it redacted."""
+    configured = cfg.trial.get("storage")
+    from_env = os.environ.get(ENV_STORAGE)
+    if from_env and (configured is None or redact(from_env) == str(configured)):
+        url = from_env
+    elif configured is not None:
+        url = str(configured)
+        if "***" in url:
+            raise RuntimeError(
+                f"trial.storage is redacted ({url}); set {ENV_STORAGE} to the full storage URL"
+            )
+    else:
+        raise RuntimeError(f"no storage: set trial.storage or {ENV_STORAGE}")
+    return StorageSpec(url, "rdb" if "://" in url else "journal")
+
+
+def _pruner(sweeper: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    node = sweeper.get("pruner")
+    if not node:
+        return optuna.pruners.NopPruner()
+    from workbench.sweep.factory import make_pruner
+
+    return make_pruner(node)
+
+
+def _hydra_sweeper_node() -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return HydraConfig.get().get("sweeper", {})
+
+
+def _plain(node: Any) -> dict:
+    if node is None:
+        return {}
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    return dict(node)
