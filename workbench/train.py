@@ -76,14 +76,15 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
     callbacks = callbacks or TrainCallbacks()
     output_dir = Path(output_dir)
     agent = build_agent(cfg, output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config_dict = resolved_config(cfg)
-    (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config_dict)))
-
+    # Load before writing anything, so a bad checkpoint leaves no half-made run behind.
     resume_from = cfg.checkpoint or (output_dir / "last.ckpt" if (output_dir / "last.ckpt").exists() else None)
     if resume_from:
         log.info("loading %s (%s)", resume_from, "resume" if cfg.load_training_state else "warm start")
         agent.load_checkpoint(resume_from, load_training_state=cfg.load_training_state)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = resolved_config(cfg)
+    (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config_dict)))
 
     tracker = Tracker.start(config_dict, OmegaConf.to_object(cfg.logger), output_dir)
     result = TrainResult(output_dir=output_dir, wandb_run_id=tracker.run_id,

@@ -1,0 +1,141 @@
+"""End-to-end training: determinism, interrupt-and-resume, warm start, checkpoint safety."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, REPO, workbench_env
+from workbench.agents.common.checkpoint import CheckpointError
+from workbench.train import TrainCallbacks, build_agent, run_training
+
+TIMING_KEYS = ("info/sps", "times/")
+
+
+def comparable(history):
+    return [{k: v for k, v in row.items() if not k.startswith(TIMING_KEYS)} for row in history]
+
+
+def model_state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    sa, sb = model_state(a), model_state(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), f"{key} differs"
+
+
+def test_same_seed_same_metrics(tiny_config, tmp_path):
+    cfg = tiny_config("logger.mode=disabled", "seed=7")
+    first = run_training(cfg, tmp_path / "a")
+    second = run_training(tiny_config("logger.mode=disabled", "seed=7"), tmp_path / "b")
+    assert len(first.history) == 8
+    assert comparable(first.history) == comparable(second.history)
+    assert_same_weights(tmp_path / "a" / "last.ckpt", tmp_path / "b" / "last.ckpt")
+    other = run_training(tiny_config("logger.mode=disabled", "seed=8"), tmp_path / "c")
+    assert comparable(other.history) != comparable(first.history)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_weights(tiny_config, tmp_path):
+    overrides = ("logger.mode=disabled", "agent.save_last_checkpoint_every=2")
+    run_training(tiny_config(*overrides), tmp_path / "full")
+
+    def stop_after_five(iteration, metrics):
+        if iteration == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_training(tiny_config(*overrides), tmp_path / "cut", TrainCallbacks(on_iteration=stop_after_five))
+    assert torch.load(tmp_path / "cut" / "last.ckpt", weights_only=True)["epoch"] == 5
+    resumed = run_training(tiny_config(*overrides), tmp_path / "cut")  # picks up <output_dir>/last.ckpt
+    assert len(resumed.history) == 3  # epochs 6, 7, 8
+    assert_same_weights(tmp_path / "full" / "last.ckpt", tmp_path / "cut" / "last.ckpt")
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_identical_weights(tmp_path):
+    """SIGKILL a real `workbench train` after a checkpoint, rerun in the same dir, compare with an uninterrupted run."""
+    args = [*TINY, "agent.training_max_steps=16384", "agent.save_last_checkpoint_every=3", "logger.mode=disabled"]
+
+    def train(out: Path):
+        return [sys.executable, "-m", "workbench.cli", "train", *args, f"hydra.run.dir={out}"]
+
+    subprocess.run(train(tmp_path / "full"), check=True, env=workbench_env(), cwd=REPO, capture_output=True)
+    proc = subprocess.Popen(train(tmp_path / "cut"), env=workbench_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "cut" / "last.ckpt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert killed_at < 16, "the run finished before it could be killed; the test proves nothing"
+    subprocess.run(train(tmp_path / "cut"), check=True, env=workbench_env(), cwd=REPO, capture_output=True)
+    assert_same_weights(tmp_path / "full" / "last.ckpt", checkpoint)
+
+
+def test_warm_start_loads_weights_only(tiny_config, tmp_path):
+    run_training(tiny_config("logger.mode=disabled"), tmp_path / "a")
+    source = tmp_path / "a" / "last.ckpt"
+    agent = build_agent(tiny_config("logger.mode=disabled", f"checkpoint={source}", "load_training_state=false"), None)
+    agent.load_checkpoint(source, load_training_state=False)
+    assert agent.epoch == 0 and agent.step_count == 0
+    for key, value in model_state(source).items():
+        if key != "_actor.logstd":
+            assert torch.equal(agent.model.state_dict()[key], value)
+
+
+def test_fixed_logstd_comes_from_config_not_checkpoint(tiny_config, tmp_path):
+    run_training(tiny_config("logger.mode=disabled", "agent.model.actor.actor_logstd=-1.0"), tmp_path / "a")
+    agent = build_agent(tiny_config("logger.mode=disabled", "agent.model.actor.actor_logstd=-2.0"), None)
+    agent.load_checkpoint(tmp_path / "a" / "last.ckpt")
+    assert torch.allclose(agent.model.actor.logstd, torch.full_like(agent.model.actor.logstd, -2.0))
+
+
+def test_corrupt_checkpoint_is_refused_clearly(tiny_config, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint at all")
+    agent = build_agent(tiny_config("logger.mode=disabled"), None)
+    with pytest.raises(CheckpointError, match="corrupt or not a workbench checkpoint"):
+        agent.load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        agent.load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_mismatched_checkpoint_is_refused_clearly(tiny_config, tmp_path):
+    run_training(tiny_config("logger.mode=disabled"), tmp_path / "a")
+    wider = build_agent(tiny_config("logger.mode=disabled",
+                                    "agent.model.critic.models.0.layers.0.units=32"), None)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        wider.load_checkpoint(tmp_path / "a" / "last.ckpt")
+
+
+def test_checkpoint_refuses_arbitrary_pickles(tiny_config, tmp_path):
+    """weights_only loading: a checkpoint carrying an arbitrary object is refused, not executed."""
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"model": {}, "payload": Interrupt()}, evil)
+    agent = build_agent(tiny_config("logger.mode=disabled"), None)
+    with pytest.raises(CheckpointError):
+        agent.load_checkpoint(evil)
+
+
+def test_early_termination_and_checkpoint_files(tiny_config, tmp_path):
+    result = run_training(tiny_config("logger.mode=disabled", "agent.training_early_termination=3000",
+                                      "agent.save_epoch_checkpoint_every=2"), tmp_path / "run")
+    assert result.frames == 3072  # three iterations of 64 x 16: the first count >= 3000
+    names = sorted(p.name for p in (tmp_path / "run").glob("*.ckpt"))
+    assert "epoch_2.ckpt" in names and "last.ckpt" in names and "epoch_4.ckpt" not in names
+    assert (tmp_path / "run" / "resolved_config.yaml").is_file()
