@@ -1,0 +1,516 @@
+"""PPO's formulas, each checked against an independent computation (ppo-spec sections 2 and 3).
+
+References used here: torch.distributions, plain Python loops over floats, numpy, and
+small hand-worked examples. No expected value is taken from running the code under test.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from torch.distributions import Normal, kl_divergence
+
+from agent_factory import actor_config, mlp, model_config
+from workbench.agents.common.gradients import BadGradientError, inspect_and_clip
+from workbench.agents.common.running_mean_std import RewardNormalizer, RunningMeanStd
+from workbench.agents.ppo import losses
+from workbench.agents.ppo.advantage_norm import AdvantageNormalizer
+from workbench.agents.ppo.config import AdvantageNormalizationConfig, PPOActorConfig, PPOModelConfig
+from workbench.agents.ppo.model import PPOActor, PPOModel, gaussian_neglogp
+
+torch.set_num_threads(1)
+
+
+def obs_td(n: int, dim: int = 3, seed: int = 0) -> TensorDict:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDict({"obs": torch.randn(n, dim, generator=g)}, batch_size=[n])
+
+
+# ---------------------------------------------------------------- 1. the Gaussian policy
+def test_gaussian_neglogp_matches_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    mu = torch.randn(64, 3, generator=g)
+    logstd = torch.tensor([-2.9, -0.5, 0.7])
+    a = mu + torch.randn(64, 3, generator=g) * 2.0
+    expected = -Normal(mu, logstd.exp()).log_prob(a).sum(-1)
+    got = gaussian_neglogp(a, mu, logstd.expand_as(mu))
+    assert got.shape == (64,)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gaussian_neglogp_hand_worked():
+    # one dim, a - mu = 2, sigma = 1: 2 + 0 + log(2 pi)/2
+    got = gaussian_neglogp(torch.tensor([[3.0]]), torch.tensor([[1.0]]), torch.tensor([[0.0]]))
+    assert got.item() == pytest.approx(2.0 + 0.5 * math.log(2 * math.pi), rel=1e-6)
+
+
+def test_actor_forward_writes_action_mean_and_neglogp():
+    torch.manual_seed(0)
+    actor = PPOActor(actor_config(num_out=2, actor_logstd=-0.7))
+    td = actor(obs_td(16))
+    mu, action, nlp = td.get("mean_action"), td.get("action"), td.get("neglogp")
+    assert mu.shape == action.shape == (16, 2) and nlp.shape == (16,)
+    torch.testing.assert_close(mu, td.get("mu"))  # mean_action is the mu_model's output
+    std = torch.full((2,), math.exp(-0.7))
+    torch.testing.assert_close(nlp, -Normal(mu, std).log_prob(action).sum(-1), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(action, mu)  # a sample, not the mean
+
+
+def test_actor_samples_are_normal_around_mu_without_tanh_or_clipping():
+    torch.manual_seed(0)
+    logstd = 0.5  # sigma ~ 1.65, so an unclipped sample regularly leaves [-1, 1]
+    actor = PPOActor(actor_config(num_out=2, actor_logstd=logstd))
+    n = 20000
+    td = actor(TensorDict({"obs": torch.zeros(n, 3)}, batch_size=[n]))  # one state: one mu
+    noise = td.get("action") - td.get("mean_action")
+    sigma = math.exp(logstd)
+    se = sigma / math.sqrt(n)
+    assert noise.mean(0).abs().max().item() < 5 * se
+    torch.testing.assert_close(noise.std(0), torch.full((2,), sigma), rtol=0.03, atol=0)
+    assert td.get("action").abs().max().item() > 3.0  # no tanh, no clip to [-1, 1]
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_logstd_is_frozen_unless_learnable(learnable):
+    actor = PPOActor(actor_config(num_out=3, actor_logstd=-1.3, learnable_std=learnable))
+    assert actor.logstd.shape == (3,)
+    torch.testing.assert_close(actor.logstd.detach(), torch.full((3,), -1.3))
+    assert actor.logstd.requires_grad is learnable
+    # the std does not depend on the state
+    mu, logstd = actor.distribution(obs_td(5))
+    torch.testing.assert_close(logstd, torch.full((5, 3), -1.3))
+
+
+def test_model_writes_value_of_shape_b_1():
+    torch.manual_seed(0)
+    model = PPOModel(model_config(num_out=2))
+    td = model(obs_td(7))
+    for key, shape in (("action", (7, 2)), ("mean_action", (7, 2)), ("neglogp", (7,)), ("value", (7, 1))):
+        assert td.get(key).shape == shape, key
+
+
+def test_actor_out_keys_must_hold_action_mean_action_and_neglogp():
+    cfg = actor_config()
+    cfg.out_keys = ["action", "mean_action"]
+    with pytest.raises(ValueError, match="neglogp"):
+        PPOActor(cfg)
+
+
+def test_model_in_keys_must_cover_actor_and_critic_in_keys():
+    cfg = model_config()
+    cfg.in_keys = ["other"]
+    with pytest.raises(ValueError, match="obs"):
+        PPOModel(cfg)
+
+
+def test_model_out_keys_must_cover_actor_and_critic_out_keys():
+    cfg = model_config()
+    cfg.out_keys = ["action", "mean_action", "neglogp"]
+    with pytest.raises(ValueError, match="value"):
+        PPOModel(cfg)
+
+
+# ---------------------------------------------------------------- 2. GAE
+def gae_loop(rewards, values, next_values, dones, gamma, tau):
+    """Plain-Python GAE over [T][N] lists."""
+    T, N = len(rewards), len(rewards[0])
+    adv = [[0.0] * N for _ in range(T)]
+    for n in range(N):
+        following = 0.0
+        for t in reversed(range(T)):
+            delta = rewards[t][n] + gamma * next_values[t][n] - values[t][n]
+            following = delta + gamma * tau * (0.0 if dones[t][n] else 1.0) * following
+            adv[t][n] = following
+    return adv
+
+
+def test_gae_against_python_loop_with_terminations_and_truncations():
+    gamma, tau = 0.9, 0.8
+    T, N = 6, 3
+    g = torch.Generator().manual_seed(3)
+    rewards = torch.randn(T, N, generator=g)
+    values = torch.randn(T, N, generator=g)
+    v_final = torch.randn(T, N, generator=g)  # critic on the (pre-reset) next observation
+    terminated = torch.zeros(T, N, dtype=torch.bool)
+    truncated = torch.zeros(T, N, dtype=torch.bool)
+    terminated[1, 0] = terminated[4, 2] = True
+    truncated[2, 1] = truncated[3, 0] = True
+    dones = terminated | truncated
+    # as the agent builds it: 0 on termination, V(final obs) on truncation and otherwise
+    next_values = torch.where(terminated, torch.zeros(()), v_final)
+    adv = losses.compute_gae(rewards, values, next_values, dones, gamma, tau)
+    expected = gae_loop(rewards.tolist(), values.tolist(), next_values.tolist(), dones.tolist(), gamma, tau)
+    torch.testing.assert_close(adv, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+
+    # the truncated step (t=2, env 1) bootstraps from V(final obs) and the recursion is cut
+    assert adv[2, 1].item() == pytest.approx(rewards[2, 1].item() + gamma * v_final[2, 1].item() - values[2, 1].item(),
+                                             abs=1e-6)
+    # the terminated step (t=1, env 0) has no bootstrap at all
+    assert adv[1, 0].item() == pytest.approx(rewards[1, 0].item() - values[1, 0].item(), abs=1e-6)
+    # the last step bootstraps through V'_{T-1} (env 1 is not done there)
+    assert adv[T - 1, 1].item() == pytest.approx(
+        rewards[T - 1, 1].item() + gamma * v_final[T - 1, 1].item() - values[T - 1, 1].item(), abs=1e-6)
+
+
+def test_gae_hand_worked_two_steps():
+    # T=2, one env, no done: d1 = 1 + 0.5*2 - 1 = 1; d0 = 0 + 0.5*1 - 0 = 0.5; A0 = 0.5 + 0.5*0.5*1 = 0.75
+    adv = losses.compute_gae(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [1.0]]), torch.tensor([[1.0], [2.0]]),
+                             torch.tensor([[False], [False]]), 0.5, 0.5)
+    torch.testing.assert_close(adv, torch.tensor([[0.75], [1.0]]))
+
+
+# ---------------------------------------------------------------- 3. running moments and reward normalisation
+def test_welford_from_empty_matches_numpy_over_the_concatenated_stream():
+    rng = np.random.default_rng(0)
+    rms = RunningMeanStd((2,))
+    rms.count.zero_()  # no prior pseudo-sample: the statistics are then those of the stream alone
+    chunks = [rng.normal(3.0, 2.0, size=(n, 2)) for n in (5, 1, 17, 3, 40)]
+    for c in chunks:
+        rms.update(torch.tensor(c, dtype=torch.float32))
+    stream = np.concatenate(chunks).astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(rms.mean.numpy(), stream.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(rms.var.numpy(), stream.var(0), rtol=1e-10)  # population variance
+    assert rms.count.item() == len(stream)
+    assert rms.mean.dtype == rms.var.dtype == torch.float64
+
+
+def test_welford_from_initial_state_treats_it_as_one_sample_of_mean_0_var_1():
+    rng = np.random.default_rng(1)
+    rms = RunningMeanStd((1,))
+    assert (rms.mean.item(), rms.var.item(), rms.count.item()) == (0.0, 1.0, 1.0)
+    chunks = [rng.normal(-1.0, 0.5, size=(n, 1)) for n in (4, 9, 2)]
+    for c in chunks:
+        rms.update(torch.tensor(c))
+    x = np.concatenate(chunks)[:, 0]
+    # pooled: a pseudo-group {count 1, mean 0, M2 1} plus the data
+    n = len(x) + 1
+    m = x.sum() / n
+    var = (1.0 + (0.0 - m) ** 2 + ((x - m) ** 2).sum()) / n
+    assert rms.mean.item() == pytest.approx(m, rel=1e-12)
+    assert rms.var.item() == pytest.approx(var, rel=1e-12)
+
+
+def test_ema_moments_against_a_hand_loop():
+    d = 0.9
+    rms = RunningMeanStd((1,), ema_decay=d)
+    rng = np.random.default_rng(2)
+    m, v = 0.0, 1.0
+    for _ in range(6):
+        x = rng.normal(2.0, 3.0, size=7)
+        rms.update(torch.tensor(x).unsqueeze(-1))
+        bm = sum(x) / len(x)
+        bv = sum((xi - bm) ** 2 for xi in x) / len(x)
+        m = d * m + (1 - d) * bm
+        v = d * v + (1 - d) * bv
+    assert rms.mean.item() == pytest.approx(m, rel=1e-12)
+    assert rms.var.item() == pytest.approx(v, rel=1e-12)
+
+
+def test_running_mean_std_norm_unnorm_hand_worked():
+    rms = RunningMeanStd((1,), clamp_value=5.0)
+    rms.mean.fill_(1.0)
+    rms.var.fill_(4.0 - 1e-5)  # sqrt(var + 1e-5) = 2
+    torch.testing.assert_close(rms.norm(torch.tensor([[5.0], [-100.0], [2.0]])), torch.tensor([[2.0], [-5.0], [0.5]]))
+    torch.testing.assert_close(rms.unnorm(torch.tensor([[2.0], [7.0]])), torch.tensor([[5.0], [11.0]]))
+
+
+def test_reward_norm_scales_only_with_clamp_5_and_eps_1e_5():
+    rn = RewardNormalizer(num_envs=2, gamma=0.99)
+    rn.mean.fill_(123.0)  # never used: no mean shift for rewards
+    rn.var.fill_(4.0 - 1e-5)
+    torch.testing.assert_close(rn.norm(torch.tensor([[3.0], [12.0], [-30.0]])), torch.tensor([[1.5], [5.0], [-5.0]]))
+    # de-normalising pre-clamps to +-5
+    torch.testing.assert_close(rn.unnorm(torch.tensor([[1.5], [-9.0]])), torch.tensor([[3.0], [-10.0]]))
+    rn.var.fill_(0.0)  # the eps alone: sqrt(1e-5)
+    assert rn.norm(torch.tensor([[0.001]])).item() == pytest.approx(0.001 / math.sqrt(1e-5), rel=1e-5)
+
+
+def test_reward_norm_return_resets_on_termination_only():
+    gamma = 0.5
+    rn = RewardNormalizer(num_envs=3, gamma=gamma)
+    rn.count.zero_()  # stream statistics only, for the numpy comparison below
+    steps = [  # rewards, terminated, truncated (truncation is invisible to the normaliser)
+        ([1.0, 2.0, 3.0], [False, False, False], [False, False, False]),
+        ([1.0, 2.0, 3.0], [True, False, False], [False, True, False]),
+        ([4.0, 1.0, -1.0], [False, False, False], [False, False, True]),
+        ([2.0, 2.0, 2.0], [False, True, False], [False, False, False]),
+    ]
+    g = [0.0, 0.0, 0.0]
+    seen = []
+    for r, term, _trunc in steps:
+        g = [gamma * gi * (0.0 if ti else 1.0) + ri for gi, ti, ri in zip(g, term, r)]
+        seen.extend(g)
+        rn.record_reward(torch.tensor(r), torch.tensor(term))
+    # hand-worked, the step's own flag multiplying the old G:
+    # env0 1, 1 (terminated: the old G is dropped), 4.5, 4.25;
+    # env1 2, 3 (truncated: NOT reset, 0.5*2+2), 2.5, 2 (terminated); env2 3, 4.5, 1.25 (truncated), 2.625
+    assert g == [4.25, 2.0, 2.625]
+    torch.testing.assert_close(rn.discounted_return, torch.tensor(g))
+    assert rn.var.item() == pytest.approx(np.var(np.array(seen)), rel=1e-9)
+
+
+def test_reward_norm_ema_variant_uses_the_return_moments():
+    rn = RewardNormalizer(num_envs=2, gamma=0.9, ema_decay=0.8)
+    rn.record_reward(torch.tensor([1.0, 3.0]), torch.tensor([False, False]))
+    # G = [1, 3]: batch var 1 -> var = 0.8 * 1 + 0.2 * 1 = 1; second step G = [1.9, 5.7]: var_b = 3.61
+    rn.record_reward(torch.tensor([1.0, 3.0]), torch.tensor([False, False]))
+    assert rn.var.item() == pytest.approx(0.8 * 1.0 + 0.2 * 3.61, rel=1e-6)
+
+
+# ---------------------------------------------------------------- 4. advantage normalisation
+def adv_cfg(**kw) -> AdvantageNormalizationConfig:
+    return AdvantageNormalizationConfig(**kw)
+
+
+def test_adv_norm_ema_hand_worked():
+    norm = AdvantageNormalizer(adv_cfg(ema_alpha=0.5, clamp_range=2.0, min_std=0.02))
+    norm.mean_ema.fill_(1.0)  # the *previous* statistics
+    norm.std_ema.fill_(2.0)
+    adv = torch.tensor([[0.0, 1.0], [2.0, 10.0]])
+    z, logs = norm(adv)
+    # z = (A - 1) / 2 = [-0.5, 0, 0.5, 4.5] -> clamped at 2
+    torch.testing.assert_close(z, torch.tensor([[-0.5, 0.0], [0.5, 2.0]]))
+    assert logs["adv_norm/clamp_frac"].item() == pytest.approx(0.25)
+    # restored = z_c * 2 + 1 = [0, 1, 2, 5]: mean 2, unbiased var 14/3
+    assert norm.mean_ema.item() == pytest.approx(0.5 * 2.0 + 0.5 * 1.0, rel=1e-6)
+    assert norm.std_ema.item() == pytest.approx(0.5 * (math.sqrt(14 / 3) + 1e-8) + 0.5 * 2.0, rel=1e-6)
+    assert logs["adv_norm/mean_ema"].item() == pytest.approx(1.5, rel=1e-6)
+    assert logs["adv_norm/std_ema"].item() == pytest.approx(norm.std_ema.item())
+    # raw statistics are logged from the un-normalised advantages (unbiased std)
+    assert logs["adv_norm/raw_mean"].item() == pytest.approx(13 / 4)
+    assert logs["adv_norm/raw_std"].item() == pytest.approx(statistics.stdev([0, 1, 2, 10]), rel=1e-6)
+    assert (logs["adv_norm/raw_min"].item(), logs["adv_norm/raw_max"].item()) == (0.0, 10.0)
+
+
+def test_adv_norm_ema_starts_at_mean_0_std_1_and_floors_std_at_min_std():
+    norm = AdvantageNormalizer(adv_cfg())
+    assert (norm.mean_ema.item(), norm.std_ema.item()) == (0.0, 1.0)
+    z, _ = norm(torch.tensor([0.5, -3.0, 7.0]))  # divided by 1, clipped to +-4
+    torch.testing.assert_close(z, torch.tensor([0.5, -3.0, 4.0]))
+    norm.mean_ema.fill_(0.0)
+    norm.std_ema.fill_(0.001)  # below min_std 0.02
+    z, _ = norm(torch.tensor([0.01, -0.03, 1.0]))
+    torch.testing.assert_close(z, torch.tensor([0.5, -1.5, 4.0]))
+
+
+def test_adv_norm_ema_without_mean_shift():
+    norm = AdvantageNormalizer(adv_cfg(shift_mean=False, ema_alpha=0.5, clamp_range=2.0))
+    norm.mean_ema.fill_(100.0)  # ignored for the scaling
+    norm.std_ema.fill_(2.0)
+    z, logs = norm(torch.tensor([2.0, -2.0, 6.0, 0.0]))
+    torch.testing.assert_close(z, torch.tensor([1.0, -1.0, 2.0, 0.0]))
+    # restored = z_c * 2 = [2, -2, 4, 0]: mean 1, unbiased var ((1+9+9+1)/3)
+    assert norm.mean_ema.item() == pytest.approx(0.5 * 1.0 + 0.5 * 100.0)
+    assert norm.std_ema.item() == pytest.approx(0.5 * (math.sqrt(20 / 3) + 1e-8) + 0.5 * 2.0, rel=1e-6)
+    assert logs["adv_norm/clamp_frac"].item() == pytest.approx(0.25)
+
+
+def test_adv_norm_batch_statistics_when_not_ema():
+    norm = AdvantageNormalizer(adv_cfg(use_ema=False))
+    a = [1.0, 2.0, 3.0, 14.0]
+    z, logs = norm(torch.tensor(a))
+    mean, sd = statistics.mean(a), statistics.stdev(a)
+    torch.testing.assert_close(z, torch.tensor([(x - mean) / (sd + 1e-8) for x in a]))  # no clamp
+    assert (norm.mean_ema.item(), norm.std_ema.item()) == (0.0, 1.0)  # EMA state untouched
+    assert "adv_norm/clamp_frac" not in logs
+    norm = AdvantageNormalizer(adv_cfg(use_ema=False, shift_mean=False))
+    z, _ = norm(torch.tensor(a))
+    torch.testing.assert_close(z, torch.tensor([x / (sd + 1e-8) for x in a]))
+
+
+def test_adv_norm_disabled_keeps_advantages():
+    norm = AdvantageNormalizer(adv_cfg(enabled=False))
+    a = torch.tensor([1.0, -50.0, 3.0])
+    z, logs = norm(a)
+    torch.testing.assert_close(z, a)
+    assert "adv_norm/raw_mean" in logs and (norm.mean_ema.item(), norm.std_ema.item()) == (0.0, 1.0)
+
+
+# ---------------------------------------------------------------- 5. clipped actor loss
+def test_ppo_actor_loss_against_elementwise_python():
+    eps = 0.2
+    adv = [1.0, -1.0, 2.0, -0.5, 0.3, -2.0, 0.0, 1.5]
+    ratio = [1.5, 1.5, 0.5, 0.5, 1.1, 0.9, 3.0, 1.0]
+    expected = 0.0
+    for a, r in zip(adv, ratio):
+        r_clip = min(max(r, 1 - eps), 1 + eps)
+        expected += max(-a * r, -a * r_clip)
+    expected /= len(adv)
+    got = losses.ppo_actor_loss(torch.tensor(adv), torch.tensor(ratio), eps)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ppo_actor_loss_gradient_vanishes_where_clipped():
+    adv = torch.tensor([1.0, -1.0])
+    ratio = torch.tensor([1.5, 0.5], requires_grad=True)  # A>0 above 1+e, A<0 below 1-e: both clipped
+    losses.ppo_actor_loss(adv, ratio, 0.2).backward()
+    torch.testing.assert_close(ratio.grad, torch.zeros(2))
+
+
+def test_clip_fraction_ignores_the_advantage_sign():
+    ratio = torch.tensor([0.7, 0.8, 0.95, 1.0, 1.19, 1.21, 1.5, 2.0])
+    # |r-1| > 0.2: 0.7, 1.21, 1.5, 2.0 (0.8 gives 0.2 up to float rounding: exactly as written in float32)
+    expected = sum(abs(r - 1.0) > 0.2 for r in ratio.tolist()) / 8
+    assert losses.clip_fraction(ratio, 0.2).item() == pytest.approx(expected)
+    assert losses.clip_fraction(torch.tensor([0.5, 1.5, 1.0, 1.0]), 0.2).item() == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- 6. critic and other losses
+def test_clipped_critic_loss_and_value_clip_frac_hand_worked():
+    eps = 0.2
+    v = [1.0, 0.0, 2.0, 0.5]
+    v_old = [0.0, 0.0, 1.0, 0.4]
+    r = [2.0, 1.0, 0.0, 0.45]
+    expected, larger = 0.0, 0
+    for vi, oi, ri in zip(v, v_old, r):
+        vc = oi + min(max(vi - oi, -eps), eps)
+        un, cl = (vi - ri) ** 2, (vc - ri) ** 2
+        expected += max(un, cl)
+        larger += cl > un
+    # sample 0: V_c = 0.2, (0.2-2)^2 = 3.24 > 1; sample 2: V_c = 1.2, 1.44 < 4; sample 3: not clipped -> equal
+    assert larger == 1
+    loss, frac = losses.critic_loss(torch.tensor(v), torch.tensor(v_old), torch.tensor(r), eps, clip=True)
+    assert loss.item() == pytest.approx(expected / 4, rel=1e-6)
+    assert frac.item() == pytest.approx(larger / 4)
+
+
+def test_unclipped_critic_loss_is_the_mean_squared_error():
+    v, r = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([2.0, 1.0, 0.0])
+    loss, frac = losses.critic_loss(v, torch.tensor([0.0, 0.0, 1.0]), r, 0.2, clip=False)
+    assert loss.item() == pytest.approx((1 + 1 + 4) / 3)
+    assert frac.item() == 0.0
+
+
+def test_bounds_loss_hand_worked():
+    mu = torch.tensor([[1.5, -2.0], [0.5, 0.0]])
+    # sample 0: 0.5^2 + 1^2 = 1.25; sample 1: 0 -> mean 0.625, times 0.3
+    assert losses.bounds_loss(mu, 0.3).item() == pytest.approx(0.1875)
+
+
+def test_entropy_matches_torch_distributions():
+    logstd = torch.tensor([[-2.9, 0.0, 0.4], [-1.0, 1.0, 2.0]])
+    expected = Normal(torch.zeros_like(logstd), logstd.exp()).entropy().sum(-1)
+    torch.testing.assert_close(losses.gaussian_entropy(logstd), expected)
+
+
+def test_approx_kl_hand_computed():
+    ratio = [0.5, 1.0, 2.0, 1.2]
+    expected = sum(r - 1 - math.log(r + 1e-8) for r in ratio) / 4
+    assert losses.approx_kl(torch.tensor(ratio)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_explained_variance():
+    v, r = [1.0, 2.5, 2.0, 5.0], [1.0, 2.0, 3.0, 4.0]
+    err = [vi - ri for vi, ri in zip(v, r)]
+    expected = 1 - statistics.variance(err) / (statistics.variance(r) + 1e-8)
+    assert losses.explained_variance(torch.tensor(v), torch.tensor(r)).item() == pytest.approx(expected, rel=1e-5)
+    # returns that do not vary give 0, not a huge negative number
+    assert losses.explained_variance(torch.tensor(v), torch.full((4,), 3.0)).item() == 0.0
+    # a perfect critic gives 1
+    assert losses.explained_variance(torch.tensor(r), torch.tensor(r)).item() == pytest.approx(1.0)
+
+
+def test_gaussian_kl_same_std_matches_kl_divergence():
+    g = torch.Generator().manual_seed(5)
+    mu_new, mu_old = torch.randn(32, 3, generator=g), torch.randn(32, 3, generator=g)
+    logstd = torch.tensor([-0.5, 0.2, -2.0])
+    std = logstd.exp().expand_as(mu_new)
+    expected = kl_divergence(Normal(mu_old, std), Normal(mu_new, std)).sum(-1).mean()
+    torch.testing.assert_close(losses.gaussian_kl_same_std(mu_new, mu_old, logstd), expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- 7. gradient inspection and clipping
+def net_with_grads(scale: float = 1.0, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    (net(torch.randn(5, 3)).square().sum() * scale).backward()
+    return net
+
+
+def total_norm(net) -> float:
+    return math.sqrt(sum(float(p.grad.double().square().sum()) for p in net.parameters() if p.grad is not None))
+
+
+@pytest.mark.parametrize("clip_val", [0.05, 1000.0])
+def test_clipping_matches_clip_grad_norm(clip_val):
+    net = net_with_grads()
+    ref = copy.deepcopy(net)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        q.grad = p.grad.clone()  # deepcopy does not carry .grad
+    norm = total_norm(net)
+    ref_norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), clip_val)
+    step = inspect_and_clip(net, clip_val, check_magnitude=True, fail_on_bad=True, name="actor")
+    assert not step.bad
+    assert step.norm_before_clip.item() == pytest.approx(norm, rel=1e-5)
+    assert ref_norm.item() == pytest.approx(norm, rel=1e-5)
+    assert step.norm_after_clip.item() == pytest.approx(min(norm, clip_val), abs=1e-4)
+    assert total_norm(net) == pytest.approx(min(norm, clip_val), abs=1e-4)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_no_clipping_when_clip_val_is_zero():
+    net = net_with_grads()
+    before = [p.grad.clone() for p in net.parameters()]
+    step = inspect_and_clip(net, 0.0, check_magnitude=False, fail_on_bad=True, name="critic")
+    assert step.norm_after_clip.item() == pytest.approx(step.norm_before_clip.item())
+    for p, g in zip(net.parameters(), before):
+        assert torch.equal(p.grad, g)
+
+
+def test_nan_grads_raise_naming_the_network_when_failing():
+    net = net_with_grads()
+    next(net.parameters()).grad[0, 0] = float("nan")
+    with pytest.raises(BadGradientError, match="critic"):
+        inspect_and_clip(net, 1.0, check_magnitude=False, fail_on_bad=True, name="critic")
+    assert issubclass(BadGradientError, ValueError)  # the reference raises ValueError
+
+
+def test_nan_grads_are_bad_and_not_clipped_when_not_failing():
+    net = net_with_grads()
+    next(net.parameters()).grad[0, 0] = float("nan")
+    step = inspect_and_clip(net, 1.0, check_magnitude=False, fail_on_bad=False, name="actor")
+    assert step.bad and math.isnan(step.norm_before_clip.item())
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_huge_norm_is_bad_only_with_check_grad_mag(check):
+    net = net_with_grads(scale=1e8)
+    assert total_norm(net) > 1e6
+    step = inspect_and_clip(net, 0.0, check_magnitude=check, fail_on_bad=False, name="actor")
+    assert step.bad is check
+    if check:
+        with pytest.raises(BadGradientError, match="actor"):
+            inspect_and_clip(net, 0.0, check_magnitude=True, fail_on_bad=True, name="actor")
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_per_layer_norms_only_with_check_grad_mag(check):
+    net = net_with_grads()
+    expected = {n: float(p.grad.norm()) for n, p in net.named_parameters()}
+    step = inspect_and_clip(net, 0.01, check_magnitude=check, fail_on_bad=True, name="actor")
+    if not check:
+        assert step.layer_norms == {}
+        return
+    assert set(step.layer_norms) == set(expected)
+    for n, v in expected.items():  # measured before clipping
+        assert step.layer_norms[n].item() == pytest.approx(v, rel=1e-5)
+
+
+def test_params_without_grad_are_left_out():
+    net = net_with_grads()
+    net[2].bias.grad = None
+    step = inspect_and_clip(net, 0.0, check_magnitude=True, fail_on_bad=True, name="actor")
+    assert "2.bias" not in step.layer_norms
+    assert step.norm_before_clip.item() == pytest.approx(total_norm(net), rel=1e-5)
+
+
+def test_mlp_helper_builds():  # keeps the shared builder honest about its key layout
+    cfg = mlp("value", 1)
+    assert cfg.out_keys == ["value"] and cfg.models[0].num_out == 1
+    assert isinstance(PPOActorConfig(mu_key="mu"), PPOActorConfig) and isinstance(PPOModelConfig(), PPOModelConfig)
