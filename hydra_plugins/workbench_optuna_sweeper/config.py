@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 class ObjectiveConf:
     metric: str = "eval/episode_reward"  # logged metric the objective is made of
     window: int = 3  # objective = mean of the metric's last `window` values
-    fallback_metric: Optional[str] = "info/episode_reward"  # only if `metric` never appears
+    fallback_metric: Optional[str] = None  # used only while `metric` has not appeared yet
     report_every: int = 1  # trial.report every K training iterations (step = iteration)
     seeds: Optional[List[int]] = None  # Wilcoxon mode: one training per seed, step = seed index
 
@@ -51,6 +51,7 @@ class WorkbenchOptunaSweeperConf:
     heartbeat: HeartbeatConf = field(default_factory=HeartbeatConf)
     wait_for_running: bool = True  # at the end, wait for (and reap) other workers' trials
     dry_run: bool = False  # validate the sweep and create the study, run nothing
+    print_summary: bool = True  # the summary table at the end (`workbench sweep` prints it once)
     summary_csv: bool = True
 
 

@@ -27,7 +27,7 @@ from workbench.sweep.heartbeat import Heartbeat
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
 from workbench.sweep.storage import ENV_STORAGE, StorageSpec, open_storage, resolve_storage
-from workbench.sweep.summary import summary_table, write_csv
+from workbench.sweep.summary import progress_line, summary_table, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class WorkbenchOptunaSweeper(Sweeper):
                         future.result()
         finally:
             stop.set()
-            _say(summary_table(study, n_trials))
+            _say(summary_table(study, n_trials) if conf.print_summary else progress_line(study, n_trials))
             if conf.summary_csv:
                 path = write_csv(study, _summary_path(spec, study_name, self.config))
                 _say(f"summary written to {path}")

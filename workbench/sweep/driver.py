@@ -15,6 +15,8 @@ prevented; surplus trials have no params and are not counted).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ from workbench.sweep.storage import StorageSpec, budget_lock
 from workbench.sweep.summary import progress_line
 
 log = logging.getLogger(__name__)
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class StudyDriver:
             trial = self.study.ask()
             # beat at once: between ask and the job's own heartbeat the trial must not look dead
             self.study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_KEY, time.time())
+        trial.set_user_attr("worker", WORKER)  # which process ran it: for post-mortems
         if not locked and self._is_surplus(trial):
             return None
         try:

@@ -13,7 +13,7 @@ class ObjectiveSettings:
 
     metric: str = "eval/episode_reward"
     window: int = 3  # objective = mean of the last `window` values of `metric`
-    fallback_metric: str | None = "info/episode_reward"  # used only if `metric` never appears
+    fallback_metric: str | None = None  # used only while `metric` has not appeared yet
     report_every: int = 1  # trial.report every K iterations (only iterations with a value)
     seeds: tuple[int, ...] | None = None  # Wilcoxon mode: one training per seed, step = index
 

@@ -1,0 +1,152 @@
+"""Search-space grammar, conditions, storage resolution and budget counting (no processes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from workbench.sweep.driver import budget_used
+from workbench.sweep.errors import SweepConfigError
+from workbench.sweep.factory import make_pruner, make_sampler
+from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker
+from workbench.sweep.space import format_value, parse_condition, parse_search_space
+from workbench.sweep.storage import redact, resolve_storage
+
+
+def dist(text: str):
+    (spec,) = parse_search_space({"x": text}).params
+    return spec.distribution
+
+
+def test_grammar_maps_like_hydra_optuna_sweeper():
+    assert dist("interval(0.1, 0.3)") == FloatDistribution(0.1, 0.3)
+    assert dist("tag(log, interval(1e-5, 1e-2))") == FloatDistribution(1e-5, 1e-2, log=True)
+    assert dist("tag(int, interval(1, 64))") == IntDistribution(1, 64)
+    assert dist("range(1, 9, 2)") == IntDistribution(1, 9, step=2)  # b included, as hydra-optuna-sweeper
+    assert dist("range(1, 5)") == IntDistribution(1, 5)
+    assert dist("range(0.0, 1.0, 0.25)") == FloatDistribution(0.0, 1.0, step=0.25)
+    assert dist("choice(true, false)") == CategoricalDistribution((True, False))
+    assert dist("a,'b c',3") == CategoricalDistribution(("a", "b c", 3))
+    assert dist("shuffle(range(1, 4))").choices and set(dist("shuffle(range(1, 4))").choices) == {1, 2, 3}
+
+
+def test_fixed_values_pass_through_as_overrides():
+    space = parse_search_space({"x": "interval(0, 1)", "env": "cartpole", "+extra.k": 3})
+    assert space.overrides({"x": 0.5}) == ["x=0.5", "env=cartpole", "+extra.k=3"]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"x": "interval(0.3, 0.1)"}, "low must be < high"),
+        ({"x": "interval(0.2, 0.2)"}, "low must be < high"),
+        ({"x": "tag(log, interval(0, 1))"}, "log scale needs low > 0"),
+        ({"x": "interval(0.1"}, "cannot parse"),
+        ({"x": "range(1, 5, -1)"}, "step must be > 0"),
+    ],
+)
+def test_malformed_params_are_refused(params, message):
+    with pytest.raises(SweepConfigError, match=message):
+        parse_search_space(params)
+
+
+def test_conditions_sample_only_active_params():
+    space = parse_search_space(
+        {"on": "choice(true, false)", "ema": "choice(true, false)", "alpha": "interval(0.01, 0.5)"},
+        {"ema": "on == true", "alpha": "ema == true"},
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = []
+    for _ in range(40):
+        trial = study.ask()
+        sampled = space.sample(trial)
+        study.tell(trial, 0.0)
+        seen.append(sampled)
+        if not sampled["on"]:
+            assert "ema" not in sampled and "alpha" not in sampled  # chains: inactive parent
+        elif not sampled["ema"]:
+            assert "alpha" not in sampled
+        else:
+            assert 0.01 <= sampled["alpha"] <= 0.5
+        assert set(space.overrides(sampled)) == {f"{k}={format_value(v)}" for k, v in sampled.items()}
+    assert any("alpha" in s for s in seen) and any("alpha" not in s for s in seen)
+
+
+def test_condition_syntax_and_references():
+    assert [c.op for c in parse_condition("t", "a == 1 and b != x and c in [1, 2]")] == ["==", "!=", "in"]
+    with pytest.raises(SweepConfigError, match="cannot parse"):
+        parse_condition("t", "a = 1")
+    with pytest.raises(SweepConfigError, match="not a searched parameter"):
+        parse_search_space({"a": "interval(0, 1)"}, {"a": "zz == 1"})
+    with pytest.raises(SweepConfigError, match="listed before"):
+        parse_search_space({"a": "interval(0, 1)", "b": "choice(1, 2)"}, {"a": "b == 1"})
+    with pytest.raises(SweepConfigError, match="not a parameter"):
+        parse_search_space({"a": "interval(0, 1)"}, {"nope": "a == 1"})
+
+
+def test_format_value_round_trips_through_hydra_grammar():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for value in [0.1, 1e-7, -3, True, False, None, "a b", "it's", "sqlite:///x.db"]:
+        (override,) = parser.parse_overrides([f"k={format_value(value)}"])
+        assert override.value() == value
+
+
+def test_sampler_and_pruner_targets():
+    assert isinstance(make_sampler(None), optuna.samplers.TPESampler)
+    assert isinstance(make_pruner({"_target_": "optuna.pruners.WilcoxonPruner", "p_threshold": 0.1}),
+                      optuna.pruners.WilcoxonPruner)
+    assert isinstance(make_pruner(None), optuna.pruners.NopPruner)
+    with pytest.raises(SweepConfigError, match="cannot build 'optuna.pruners.NoSuchPruner'"):
+        make_pruner({"_target_": "optuna.pruners.NoSuchPruner"})
+    with pytest.raises(SweepConfigError, match="not an optuna BaseSampler"):
+        make_sampler({"_target_": "collections.OrderedDict"})
+
+
+def test_storage_resolution_and_redaction(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("WORKBENCH_SWEEP_STORAGE", raising=False)
+    spec = resolve_storage(None, "s1", tmp_path)
+    assert spec.kind == "journal" and spec.path == tmp_path / "sweeps_db" / "s1.journal"
+    assert resolve_storage("db/x.journal", "s1", tmp_path).path == tmp_path / "db" / "x.journal"
+    url = "postgresql+psycopg://bob:s3cret@127.0.0.1:5432/optuna"
+    monkeypatch.setenv("WORKBENCH_SWEEP_STORAGE", url)
+    spec = resolve_storage(None, "s1", tmp_path)
+    assert spec.kind == "rdb" and spec.dialect == "postgresql" and spec.path is None
+    assert "s3cret" not in spec.redacted and "bob" in spec.redacted
+    assert redact("sqlite:///a/b.db") == "sqlite:///a/b.db"
+
+
+def _trial(number, state, **attrs):
+    t = create_trial(state=state, value=1.0 if state == TrialState.COMPLETE else None, user_attrs=attrs)
+    t.number = number
+    return t
+
+
+def test_budget_counts_everything_but_retried_failures_and_surplus():
+    trials = [
+        _trial(0, TrialState.COMPLETE),
+        _trial(1, TrialState.FAIL),  # retried by 3: not counted
+        _trial(2, TrialState.PRUNED),
+        _trial(3, TrialState.WAITING, retry_of=1),
+        _trial(4, TrialState.RUNNING),
+        _trial(5, TrialState.FAIL, surplus=True),
+        _trial(6, TrialState.FAIL),  # a plain failure counts
+    ]
+    assert budget_used(trials) == 5
+
+
+def test_objective_is_mean_of_last_window():
+    tracker = ObjectiveTracker(ObjectiveSettings(metric="eval/r", window=3, fallback_metric="info/r"))
+    tracker.update({"info/r": float("nan")})
+    assert tracker.value is None  # a NaN training return (no episode ended) is skipped
+    tracker.update({"info/r": 5.0})
+    assert tracker.value == 5.0 and tracker.metric_used == "info/r"
+    for v in (1.0, 2.0, 3.0, 4.0):
+        tracker.update({"eval/r": v, "info/r": 100.0})
+    assert tracker.value == 3.0 and tracker.metric_used == "eval/r"
+    with pytest.raises(SweepConfigError):
+        ObjectiveSettings.from_config({"window": 0})

@@ -1,0 +1,93 @@
+"""``workbench sweep <name>``: N worker processes on one study, then the summary.
+
+Each worker is ``workbench train -m +sweep=<name> torch_threads=1 ...`` (the Hydra sweeper
+with the basic launcher), so workers run trials asynchronously and independently; more can
+join from other machines with the same storage URL and study name.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import workbench
+from workbench.sweep.storage import ENV_STORAGE, load_study, resolve_storage
+from workbench.sweep.summary import summary_table, write_csv
+
+REPO_ROOT = Path(workbench.__file__).resolve().parent.parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="workbench sweep",
+        description="Run an Optuna sweep (sweeps/<name>.yaml) with N local worker processes.",
+        epilog="Extra arguments are Hydra overrides for every trial, e.g. env.num_envs=256. "
+        "The storage URL is handed to workers in $WORKBENCH_SWEEP_STORAGE, never in a config.",
+    )
+    p.add_argument("name", help="sweep file name in sweeps/ (without .yaml)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--n-trials", type=int, help="total trials of the study (all workers, all restarts)")
+    p.add_argument("--storage", help="Optuna RDB URL or journal file path (default: sweeps_db/<study>.journal)")
+    p.add_argument("--study-name", help="study name (default: the sweep name)")
+    p.add_argument("--app", default="workbench.cli", help=argparse.SUPPRESS)  # tests/bench: a fake app module
+    return p
+
+
+def worker_command(app: str, name: str, args: argparse.Namespace, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", app]
+    if app == "workbench.cli":
+        cmd.append("train")
+    study = args.study_name or name
+    cmd += ["-m", f"+sweep={name}", "torch_threads=1", f"hydra.sweeper.study_name={study}",
+            f"hydra.sweep.dir=multirun/{study}", "hydra.sweeper.print_summary=false",
+            "hydra.sweeper.summary_csv=false"]
+    if args.n_trials is not None:
+        cmd.append(f"hydra.sweeper.n_trials={args.n_trials}")
+    return cmd + extra
+
+
+def sweep_main(argv: list[str]) -> int:
+    args, extra = _parser().parse_known_args(argv)
+    if args.workers < 1:
+        print("workbench sweep: --workers must be >= 1", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if args.storage:
+        env[ENV_STORAGE] = args.storage
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    cmd = worker_command(args.app, args.name, args, extra)
+
+    # Validate once (bad sweep file: one clear error, non-zero exit) and create the study.
+    check = subprocess.run(cmd + ["hydra.sweeper.dry_run=true"], env=env)
+    if check.returncode != 0:
+        print(f"workbench sweep: the sweep {args.name!r} is invalid (see above); no trial started",
+              file=sys.stderr)
+        return check.returncode
+
+    workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
+    codes: list[int] = []
+    try:
+        codes = [w.wait() for w in workers]
+    except KeyboardInterrupt:  # the terminal sent SIGINT to the workers too; let them record it
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGINT)
+        codes = [w.wait() for w in workers]
+        print("workbench sweep: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+    study_name = args.study_name or args.name
+    spec = resolve_storage(args.storage, study_name, Path.cwd())
+    try:
+        study = load_study(spec, study_name)
+        print(summary_table(study, args.n_trials))
+        path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)
+                         / f"{study_name}.summary.csv")
+        print(f"summary written to {path}")
+    except Exception as exc:  # the workers' own summaries were printed already
+        print(f"workbench sweep: no summary: {exc}", file=sys.stderr)
+    bad = [c for c in codes if c != 0]
+    return bad[0] if bad else 0
