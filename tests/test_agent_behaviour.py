@@ -1,0 +1,458 @@
+"""The PPO agent's behaviour (ppo-spec sections 3, 6 and 10) on tiny envs and networks.
+
+Each test instruments the real agent (wrapping ``optimization_step`` or calling its parts)
+and compares with an independent computation: plain loops, numpy, torch.distributions.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from torch.distributions import Normal, kl_divergence
+
+from agent_factory import ScriptedEnv, make_agent, params_snapshot, same_params
+from workbench.agents.base.config import EvaluatorConfig, MaxEpisodeLengthManagerConfig
+from workbench.agents.common import checkpoint as ckpt
+from workbench.agents.common.episode_length import max_episode_length
+from workbench.agents.common.gradients import BadGradientError
+from workbench.agents.ppo.config import AdaptiveLRConfig, AdvantageNormalizationConfig
+from workbench.envs.pendulum import Pendulum
+
+torch.set_num_threads(1)
+
+
+def rollout(agent):
+    buf, _ = agent.collect_rollout()
+    agent.compute_targets(buf)
+    return buf
+
+
+def record_steps(agent, tamper=None):
+    """Wrap agent.optimization_step; return a list of per-batch records."""
+    original = agent.optimization_step
+    records = []
+
+    def wrapped(batch):
+        if tamper is not None:
+            tamper(len(records), batch)
+        actor_before = params_snapshot(agent.model.actor)
+        critic_before = params_snapshot(agent.model.critic)
+        logs = original(batch)
+        records.append({"logs": logs, "batch": batch.clone(),
+                        "actor_same": same_params(agent.model.actor, actor_before),
+                        "critic_same": same_params(agent.model.critic, critic_before)})
+        return logs
+
+    agent.optimization_step = wrapped
+    return records
+
+
+def gae_loop(rewards, values, next_values, dones, gamma, tau):
+    T, N = len(rewards), len(rewards[0])
+    adv = [[0.0] * N for _ in range(T)]
+    for n in range(N):
+        following = 0.0
+        for t in reversed(range(T)):
+            delta = rewards[t][n] + gamma * next_values[t][n] - values[t][n]
+            following = delta + gamma * tau * (0.0 if dones[t][n] else 1.0) * following
+            adv[t][n] = following
+    return adv
+
+
+def scripted_trajectory(env: ScriptedEnv, T: int):
+    """Replay ScriptedEnv's rules by hand: progress after each step, terminated, truncated."""
+    N = env.num_envs
+    term_at, max_len = env.term_at.tolist(), env.max_episode_length
+    progress = [0] * N
+    after, term, trunc = [], [], []
+    for _ in range(T):
+        row_p, row_term, row_trunc = [], [], []
+        for n in range(N):
+            p = progress[n] + 1
+            te = term_at[n] > 0 and p >= term_at[n]
+            tr = p >= max_len and not te
+            row_p.append(p)
+            row_term.append(te)
+            row_trunc.append(tr)
+            progress[n] = 0 if (te or tr) else p
+        after.append(row_p)
+        term.append(row_term)
+        trunc.append(row_trunc)
+    return after, term, trunc
+
+
+# ---------------------------------------------------------------- rollout, bootstrap, GAE and returns
+@pytest.mark.parametrize("normalize_rewards", [False, True])
+def test_rollout_bootstrap_gae_and_returns(normalize_rewards):
+    T, N, gamma, tau, w = 7, 4, 0.9, 0.8, 0.5
+    env = ScriptedEnv(N)
+    agent = make_agent(env=env, num_steps=T, batch_size=4, gamma=gamma, tau=tau, task_reward_w=w,
+                       normalize_rewards=normalize_rewards)
+    after, term, trunc = scripted_trajectory(env, T)
+    assert any(map(any, term)) and any(map(any, trunc))  # both kinds of episode end occur
+    buf, _ = agent.collect_rollout()
+    raw_rewards = buf["rewards"].clone()
+    values = buf["value"].squeeze(-1).clone()
+    torch.testing.assert_close(buf["dones"], torch.tensor(term) | torch.tensor(trunc))
+    ids = torch.arange(N).float()
+    for t in range(T):
+        final_obs = torch.stack((torch.tensor(after[t]).float() / 10, ids / 10, torch.ones(N)), -1)
+        v_final = agent.model.critic(TensorDict({"obs": final_obs}, batch_size=[N])).get("value").squeeze(-1)
+        expected = torch.where(torch.tensor(term[t]), torch.zeros(()), v_final)  # 0 on termination only
+        torch.testing.assert_close(buf["next_value"][t].squeeze(-1), expected.detach())
+        torch.testing.assert_close(raw_rewards[t], 1.0 + 0.1 * ids + 0.01 * torch.tensor(after[t]).float())
+    next_values = buf["next_value"].squeeze(-1).clone()
+
+    agent.compute_targets(buf)
+    if normalize_rewards:
+        # the reward normaliser's variance, from the discounted-return stream by hand (prior: count 1, mean 0, var 1)
+        g, stream = [0.0] * N, []
+        for t in range(T):
+            g = [gamma * gi * (0.0 if te else 1.0) + r for gi, te, r in zip(g, term[t], raw_rewards[t].tolist())]
+            stream.extend(g)
+        x = np.array(stream)
+        m = x.sum() / (len(x) + 1)
+        var = (1.0 + m**2 + ((x - m) ** 2).sum()) / (len(x) + 1)
+        std = math.sqrt(var + 1e-5)
+        assert agent.reward_norm.var.item() == pytest.approx(var, rel=1e-6)
+        torch.testing.assert_close(buf["unnormalized_rewards"], raw_rewards)
+        torch.testing.assert_close(buf["rewards"], (raw_rewards / std).clamp(-5, 5))
+        v_un, nv_un = values.clamp(-5, 5) * std, next_values.clamp(-5, 5) * std
+    else:
+        torch.testing.assert_close(buf["rewards"], raw_rewards)
+        v_un, nv_un = values, next_values
+    adv = torch.tensor(gae_loop(raw_rewards.tolist(), v_un.tolist(), nv_un.tolist(), buf["dones"].tolist(),
+                                gamma, tau))
+    torch.testing.assert_close(buf["advantages"], adv * w, rtol=1e-5, atol=1e-5)  # scaled by task_reward_w
+    returns = adv + v_un  # returns are NOT scaled by task_reward_w
+    if normalize_rewards:
+        returns = (returns / std).clamp(-5, 5)
+    torch.testing.assert_close(buf["returns"].squeeze(-1), returns, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- clip-fraction skip
+def craft_clipped(batch):
+    """Every ratio becomes e (far outside [0.8, 1.2]) and A = -1, so the unclipped term is active."""
+    batch.set("neglogp", batch.get("neglogp") + 1.0)
+    batch.set("advantages", -torch.ones_like(batch.get("advantages")))
+
+
+def test_clip_frac_over_threshold_skips_actor_and_critic_for_the_rest_of_the_iteration():
+    agent = make_agent(num_envs=4, num_steps=4, batch_size=4, num_mini_epochs=2, actor_clip_frac_threshold=0.6)
+    buf = rollout(agent)
+    records = record_steps(agent, lambda k, b: craft_clipped(b) if k == 1 else None)
+    out = agent.optimize(buf)
+    assert len(records) == 8  # 16 samples / 4 x 2 mini-epochs
+    first = records[0]
+    assert first["logs"]["actor/update_skipped"] == 0.0
+    assert not first["actor_same"] and not first["critic_same"]
+    assert records[1]["logs"]["actor/clip_frac"].item() == 1.0
+    for rec in records[1:]:  # the crafted batch, the rest of this mini-epoch and the next mini-epoch
+        assert rec["logs"]["actor/update_skipped"] == 1.0
+        assert rec["actor_same"] and rec["critic_same"]
+        assert "losses/critic_loss" not in rec["logs"]  # no critic step, so no critic metrics
+        assert "actor/ppo_loss" in rec["logs"]  # the actor loss is still computed and logged
+    assert out["actor/update_skipped"] == pytest.approx(7 / 8)
+    assert out["losses/critic_loss"] == pytest.approx(records[0]["logs"]["losses/critic_loss"].item())
+
+    # the flag resets at the start of the next iteration
+    records.clear()
+    agent.optimize(rollout(agent))
+    assert records[0]["logs"]["actor/update_skipped"] == 0.0 and not records[0]["actor_same"]
+
+
+def test_without_threshold_the_same_batch_updates_both_networks():
+    agent = make_agent(num_envs=4, num_steps=4, batch_size=4, num_mini_epochs=2, actor_clip_frac_threshold=None)
+    buf = rollout(agent)
+    records = record_steps(agent, lambda k, b: craft_clipped(b) if k == 1 else None)
+    agent.optimize(buf)
+    assert records[1]["logs"]["actor/clip_frac"].item() == 1.0
+    for rec in records:
+        assert rec["logs"]["actor/update_skipped"] == 0.0
+        assert not rec["actor_same"] and not rec["critic_same"]
+
+
+def test_clip_frac_at_threshold_does_not_skip():
+    # clip_frac must be strictly above the threshold; 2 of 4 samples clipped = 0.5 = threshold
+    agent = make_agent(num_envs=4, num_steps=4, batch_size=4, actor_clip_frac_threshold=0.5)
+    buf = rollout(agent)
+
+    def half(k, b):
+        if k == 0:
+            b.set("neglogp", b.get("neglogp") + torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    records = record_steps(agent, half)
+    agent.optimize(buf)
+    assert records[0]["logs"]["actor/clip_frac"].item() == 0.5
+    assert all(r["logs"]["actor/update_skipped"] == 0.0 for r in records)
+
+
+# ---------------------------------------------------------------- bad gradients through the agent
+def actor_loss(agent, scale=1.0):
+    obs = TensorDict({"obs": torch.randn(8, 3)}, batch_size=[8])
+    mu, _ = agent.model.actor.distribution(obs)
+    return mu.square().mean() * scale
+
+
+def critic_loss(agent, scale=1.0):
+    obs = TensorDict({"obs": torch.randn(8, 3)}, batch_size=[8])
+    return agent.model.critic(obs).get("value").square().mean() * scale
+
+
+def adam_state(optimizer):
+    return copy.deepcopy(optimizer.state_dict()["state"])
+
+
+def states_equal(a, b) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(torch.equal(torch.as_tensor(a[k][f]), torch.as_tensor(b[k][f])) for k in a for f in a[k])
+
+
+@pytest.mark.parametrize("name", ["actor", "critic"])
+def test_nan_grads_with_fail_on_bad_grads_false_skip_the_step_entirely(name):
+    agent = make_agent(fail_on_bad_grads=False)
+    module = getattr(agent.model, name)
+    optimizer = getattr(agent, f"{name}_optimizer")
+    loss_fn = actor_loss if name == "actor" else critic_loss
+    agent.apply_gradients(name, module, optimizer, loss_fn(agent))  # a good step: Adam state exists
+    params, state = params_snapshot(module), adam_state(optimizer)
+    assert state  # moments and step counts are there to be compared
+    logs = agent.apply_gradients(name, module, optimizer, loss_fn(agent, float("nan")))
+    assert logs[f"{name}/bad_grads_count"] == 1.0
+    assert same_params(module, params)  # no parameter moved ...
+    assert states_equal(adam_state(optimizer), state)  # ... and no Adam moment or step count changed
+    logs = agent.apply_gradients(name, module, optimizer, loss_fn(agent))
+    assert logs[f"{name}/bad_grads_count"] == 0.0 and not same_params(module, params)
+
+
+@pytest.mark.parametrize("name", ["actor", "critic"])
+def test_nan_grads_with_fail_on_bad_grads_raise_naming_the_network(name):
+    agent = make_agent(fail_on_bad_grads=True)
+    loss_fn = actor_loss if name == "actor" else critic_loss
+    with pytest.raises(BadGradientError, match=name):
+        agent.apply_gradients(name, getattr(agent.model, name), getattr(agent, f"{name}_optimizer"),
+                              loss_fn(agent, float("nan")))
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_huge_grad_norm_is_bad_only_with_check_grad_mag(check):
+    agent = make_agent(fail_on_bad_grads=False, check_grad_mag=check)
+    params = params_snapshot(agent.model.actor)
+    logs = agent.apply_gradients("actor", agent.model.actor, agent.actor_optimizer, actor_loss(agent, 1e12))
+    assert logs["actor/grad_norm_before_clip"].item() > 1e6
+    assert logs["actor/bad_grads_count"] == float(check)
+    assert same_params(agent.model.actor, params) is check
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_grad_norms_always_logged_per_layer_only_with_check_grad_mag(check):
+    agent = make_agent(check_grad_mag=check, gradient_clip_val=0.0)
+    for name, loss_fn in (("actor", actor_loss), ("critic", critic_loss)):
+        module = getattr(agent.model, name)
+        logs = agent.apply_gradients(name, module, getattr(agent, f"{name}_optimizer"), loss_fn(agent))
+        grads = {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+        total = math.sqrt(sum(float(g.square().sum()) for g in grads.values()))
+        assert logs[f"{name}/grad_norm_before_clip"].item() == pytest.approx(total, rel=1e-5)
+        assert logs[f"{name}/grad_norm_after_clip"].item() == pytest.approx(total, rel=1e-5)
+        layer_keys = {k for k in logs if k.startswith("grad_layers/")}
+        if not check:
+            assert layer_keys == set()
+            continue
+        assert layer_keys == {f"grad_layers/{name}/{n}" for n in grads}
+        assert "grad_layers/actor/logstd" not in layer_keys  # a frozen logstd gets no gradient
+        for n, g in grads.items():
+            assert logs[f"grad_layers/{name}/{n}"].item() == pytest.approx(float(g.norm()), rel=1e-5)
+
+
+def test_agent_clips_each_network_to_gradient_clip_val():
+    agent = make_agent(gradient_clip_val=1e-3)
+    for name, loss_fn in (("actor", actor_loss), ("critic", critic_loss)):
+        module = getattr(agent.model, name)
+        logs = agent.apply_gradients(name, module, getattr(agent, f"{name}_optimizer"), loss_fn(agent, 100.0))
+        before = logs[f"{name}/grad_norm_before_clip"].item()
+        assert before > 1e-3
+        assert logs[f"{name}/grad_norm_after_clip"].item() == pytest.approx(1e-3, abs=1e-4)
+        clipped = math.sqrt(sum(float(p.grad.square().sum()) for p in module.parameters() if p.grad is not None))
+        assert clipped == pytest.approx(1e-3, abs=1e-4)
+
+
+# ---------------------------------------------------------------- minibatching
+def test_minibatch_count_and_every_sample_once_per_mini_epoch():
+    T, N, B, E = 6, 4, 8, 3
+    agent = make_agent(num_envs=N, num_steps=T, batch_size=B, num_mini_epochs=E)
+    buf = rollout(agent)
+    buf["marker"] = torch.arange(N).unsqueeze(0) * T + torch.arange(T).unsqueeze(1)  # env-major row number
+    records = record_steps(agent)
+    out = agent.optimize(buf)
+    assert len(records) == math.ceil(N * T * E / B) == 9
+    per_pass = N * T // B
+    orders = []
+    for e in range(E):
+        rows = [r for rec in records[e * per_pass:(e + 1) * per_pass] for r in rec["batch"].get("marker").tolist()]
+        assert sorted(rows) == list(range(N * T))  # each sample exactly once per mini-epoch
+        orders.append(rows)
+    assert orders[0] != orders[1] or orders[1] != orders[2]  # re-shuffled at every pass
+    for rec in records:  # row = env * T + t holds the data of (t, env)
+        rows = rec["batch"].get("marker")
+        t, n = rows % T, rows // T
+        torch.testing.assert_close(rec["batch"].get("obs"), buf["obs"][t, n])
+        torch.testing.assert_close(rec["batch"].get("action"), buf["action"][t, n])
+        assert rec["batch"].batch_size == torch.Size([B])
+    # iteration metrics are means over all minibatches, not the last one
+    for key in ("actor/clip_frac", "actor/grad_norm_before_clip", "critic/value_clip_frac", "losses/critic_loss"):
+        assert out[key] == pytest.approx(float(np.mean([float(r["logs"][key]) for r in records])), rel=1e-5)
+
+
+def test_max_epochs_from_steps_and_from_iterations():
+    # the spec's example: steps 301, 5 envs, num_steps 3 -> 301 // 5 // 3 = 20
+    agent = make_agent(num_envs=5, num_steps=3, batch_size=5, training_max_steps=301)
+    assert agent.max_epochs == 20
+    agent = make_agent(num_envs=5, num_steps=3, batch_size=5, training_max_steps=301, training_max_iterations=7)
+    assert agent.max_epochs == 7  # iterations win over steps
+
+
+# ---------------------------------------------------------------- stopping, curriculum, evaluator
+def test_training_early_termination_stops_at_step_count_and_writes_last_ckpt(tmp_path):
+    agent = make_agent(num_envs=4, num_steps=4, training_max_iterations=50, training_early_termination=40,
+                       output_dir=tmp_path)
+    agent.fit()
+    # 16 steps per iteration: 16, 32 < 40, 48 >= 40 -> three iterations
+    assert agent.epoch == 3 and agent.step_count == 48
+    state = ckpt.load_checked(tmp_path / "last.ckpt")
+    assert state["step_count"] == 48 and state["epoch"] == 3
+
+
+def test_without_early_termination_fit_runs_to_max_epochs(tmp_path):
+    agent = make_agent(num_envs=4, num_steps=4, training_max_iterations=2, output_dir=tmp_path)
+    agent.fit()
+    assert agent.epoch == 2 and (tmp_path / "last.ckpt").is_file()
+
+
+def test_episode_length_curriculum_formula():
+    cfg = MaxEpisodeLengthManagerConfig(start_length=5, end_length=300, transition_epochs=7)
+    for epoch, expected in ((0, 5), (3, 131), (7, 300), (100, 300)):  # int(5 + 3/7 * 295) = int(131.43)
+        assert max_episode_length(cfg, epoch) == expected
+    assert max_episode_length(MaxEpisodeLengthManagerConfig(5, 300, 0), 0) == 5
+    assert max_episode_length(MaxEpisodeLengthManagerConfig(5, 300, 0), 50) == 5
+    assert max_episode_length(MaxEpisodeLengthManagerConfig(), 50000) == int(5 + 0.5 * 295)  # the defaults
+
+
+def test_agent_sets_env_episode_length_after_each_iteration():
+    env = Pendulum(4, seed=0)
+    agent = make_agent(env=env, episode_manager=MaxEpisodeLengthManagerConfig(5, 25, 4))
+    assert env.max_episode_length == 200  # the first iteration uses the env default
+    seen = []
+    for _ in range(5):
+        agent.train_iteration()
+        seen.append(env.max_episode_length)
+    assert seen == [10, 15, 20, 25, 25]
+
+
+def manual_mean_policy_return(actor, num_envs, seed, steps):
+    env = Pendulum(num_envs, seed=seed)
+    env.reset()
+    total = torch.zeros(num_envs)
+    with torch.no_grad():
+        for _ in range(steps):
+            mu, _ = actor.distribution(env.get_obs())
+            total += env.step(mu).reward
+    return total.mean().item()
+
+
+def test_evaluator_uses_mean_actions_is_deterministic_and_leaves_global_rng_alone():
+    eval_env = Pendulum(3, seed=11)
+    agent = make_agent(eval_env=eval_env, evaluator=EvaluatorConfig(eval_metrics_every=None, max_eval_steps=12))
+    agent.train_iteration()
+    rng = torch.get_rng_state()
+    first = agent.evaluate()
+    assert torch.equal(torch.get_rng_state(), rng)
+    second = agent.evaluate()
+    assert first == second
+    # no episode ends within 12 steps, so the score is the mean partial return of the mean policy
+    expected = manual_mean_policy_return(agent.model.actor, 3, 11, 12)
+    assert first["eval/episode_reward"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_iteration_after_an_evaluation_still_optimises():
+    agent = make_agent(eval_env=Pendulum(2, seed=1), evaluator=EvaluatorConfig(eval_metrics_every=1, max_eval_steps=3))
+    first = agent.train_iteration()
+    assert "eval/episode_reward" in first
+    params = params_snapshot(agent.model.actor)
+    second = agent.train_iteration()
+    assert "actor/ppo_loss" in second and not same_params(agent.model.actor, params)
+
+
+# ---------------------------------------------------------------- learnable std
+@pytest.mark.parametrize("learnable", [False, True])
+def test_logstd_moves_only_when_learnable(learnable):
+    agent = make_agent(learnable_std=learnable, actor_logstd=-1.0)
+    agent.train_iteration()
+    moved = not torch.equal(agent.model.actor.logstd.detach(), torch.full((1,), -1.0))
+    assert moved is learnable
+
+
+# ---------------------------------------------------------------- adaptive learning rate
+def kl_batch(agent, kl_target):
+    """A batch and mu whose analytic KL (same sigma) is kl_target, checked with torch.distributions."""
+    sigma = agent.model.actor.logstd.exp().detach()
+    mu = torch.zeros(6, 1)
+    old = mu - sigma * math.sqrt(2 * kl_target)  # (dmu)^2 / (2 sigma^2) = kl_target
+    kl = kl_divergence(Normal(old, sigma), Normal(mu, sigma)).sum(-1).mean().item()
+    assert kl == pytest.approx(kl_target, rel=1e-4)
+    return TensorDict({"mean_action": old}, batch_size=[6]), mu
+
+
+def test_adaptive_lr_divides_multiplies_floors_and_caps():
+    cfg = AdaptiveLRConfig(enabled=True, desired_kl=0.01, min_lr=1e-4, max_lr=3e-3)
+    agent = make_agent(adaptive_lr=cfg, actor_lr=1e-3, critic_lr=5e-4)
+    actor_lr, critic_lr = 1e-3, 5e-4
+    groups = lambda opt: [g["lr"] for g in opt.param_groups]
+
+    high = kl_batch(agent, 0.05)  # > 2 * desired
+    for _ in range(8):  # divided by 1.5 each time, floored at min_lr
+        logs = agent.adapt_learning_rates(*high)
+        actor_lr, critic_lr = max(actor_lr / 1.5, 1e-4), max(critic_lr / 1.5, 1e-4)
+        assert agent.actor_lr == pytest.approx(actor_lr) and agent.critic_lr == pytest.approx(critic_lr)
+        assert groups(agent.actor_optimizer) == pytest.approx([actor_lr])
+        assert groups(agent.critic_optimizer) == pytest.approx([critic_lr])
+        assert logs["info/actor_lr"].item() == pytest.approx(actor_lr)
+        assert logs["actor/kl"].item() == pytest.approx(0.05, rel=1e-4)
+    assert actor_lr == critic_lr == 1e-4
+
+    for kl in (0.0052, 0.01, 0.0198, 0.0):  # between desired/2 and 2*desired, or zero: unchanged
+        agent.adapt_learning_rates(*kl_batch(agent, kl))
+        assert (agent.actor_lr, agent.critic_lr) == pytest.approx((1e-4, 1e-4))
+
+    low = kl_batch(agent, 0.001)  # < desired / 2
+    for _ in range(12):  # multiplied by 1.5, capped at max_lr
+        agent.adapt_learning_rates(*low)
+        actor_lr, critic_lr = min(actor_lr * 1.5, 3e-3), min(critic_lr * 1.5, 3e-3)
+        assert agent.actor_lr == pytest.approx(actor_lr) and agent.critic_lr == pytest.approx(critic_lr)
+        assert groups(agent.actor_optimizer) == pytest.approx([actor_lr])
+        assert groups(agent.critic_optimizer) == pytest.approx([critic_lr])
+    assert actor_lr == critic_lr == 3e-3
+
+
+def test_adaptive_lr_runs_in_every_minibatch_and_is_logged():
+    cfg = AdaptiveLRConfig(enabled=True, desired_kl=0.01, min_lr=1e-5, max_lr=1e-2)
+    agent = make_agent(adaptive_lr=cfg, batch_size=4)
+    records = record_steps(agent)
+    out = agent.optimize(rollout(agent))
+    assert len(records) == 4 and all("actor/kl" in r["logs"] for r in records)
+    assert out["info/actor_lr"] == pytest.approx(np.mean([float(r["logs"]["info/actor_lr"]) for r in records]))
+    assert agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(agent.actor_lr)
+
+
+def test_adv_norm_defaults_apply_inside_the_agent():
+    agent = make_agent(adv_norm=AdvantageNormalizationConfig(ema_alpha=0.5))
+    buf = rollout(agent)
+    raw = buf["advantages"].clone()
+    records = record_steps(agent)
+    agent.optimize(buf)
+    z = (raw / 1.0).clamp(-4, 4)  # the first iteration uses the initial statistics m=0, s=1
+    seen = torch.cat([r["batch"].get("advantages") for r in records])
+    torch.testing.assert_close(seen.sort().values, z.reshape(-1).sort().values)
