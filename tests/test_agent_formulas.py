@@ -514,3 +514,32 @@ def test_mlp_helper_builds():  # keeps the shared builder honest about its key l
     cfg = mlp("value", 1)
     assert cfg.out_keys == ["value"] and cfg.models[0].num_out == 1
     assert isinstance(PPOActorConfig(mu_key="mu"), PPOActorConfig) and isinstance(PPOModelConfig(), PPOModelConfig)
+
+
+# ---------------------------------------------------------------- observation normalisation inside MLPWithConcat
+def test_obs_normaliser_uses_previous_moments_and_updates_in_train_mode_only():
+    from workbench.agents.common.config import MLPLayerConfig, MLPWithConcatConfig
+    from workbench.agents.common.modules import MLPWithConcat
+    torch.manual_seed(0)
+    net = MLPWithConcat(MLPWithConcatConfig(num_out=1, in_keys=["obs"], out_keys=["y"], normalize_obs=True,
+                                            norm_ema_decay=None, norm_clamp_value=1.5,
+                                            layers=[MLPLayerConfig(4, "identity")]))
+    x0 = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+    net.eval()
+    net(TensorDict({"obs": x0}, batch_size=[2]))  # materialises; eval mode records nothing
+    assert net.obs_norm.count.item() == 1.0 and net.obs_norm.mean.abs().sum().item() == 0.0
+    net.train()
+    x = torch.tensor([[2.0, 0.0], [4.0, 10.0], [0.0, -1.0]])
+    y = net(TensorDict({"obs": x}, batch_size=[3])).get("y")
+    # the output used the moments BEFORE this batch: mean 0, var 1, clamp 1.5
+    expected_in = (x / math.sqrt(1 + 1e-5)).clamp(-1.5, 1.5)
+    torch.testing.assert_close(y, net.network(expected_in))
+    # then the moments moved: pooled with the initial pseudo-sample (count 1, mean 0, var 1)
+    xs = x.double()
+    m = xs.sum(0) / 4
+    var = (1.0 + m.square() + (xs - m).square().sum(0)) / 4
+    torch.testing.assert_close(net.obs_norm.mean, m)
+    torch.testing.assert_close(net.obs_norm.var, var)
+    net.eval()
+    net(TensorDict({"obs": x}, batch_size=[3]))
+    torch.testing.assert_close(net.obs_norm.mean, m)  # frozen in eval mode

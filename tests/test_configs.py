@@ -1,0 +1,288 @@
+"""The configuration surface (ppo-spec section 1): every field and default, written out from the spec.
+
+A user who knows ProtoMotions must find every knob where they expect it, with the same
+default. The expected tables below are copied from the spec, not from the code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import pytest
+import torch
+from omegaconf import MISSING, OmegaConf
+
+from workbench.agents.base.config import BaseAgentConfig, EvaluatorConfig, MaxEpisodeLengthManagerConfig
+from workbench.agents.common import modules
+from workbench.agents.common.config import (BaseModelConfig, MLPLayerConfig, MLPWithConcatConfig,
+                                            ModuleContainerConfig, ModuleOperationForwardConfig,
+                                            MuonWithAuxAdamConfig, NormObsBaseConfig, ObsProcessorConfig,
+                                            OptimizerConfig)
+from workbench.agents.ppo.config import (AdaptiveLRConfig, AdvantageNormalizationConfig, L2C2Config, PPOActorConfig,
+                                         PPOAgentConfig, PPOModelConfig)
+
+REQUIRED = object()  # the spec's "required"
+ANY = object()  # a field the spec names without fixing a value (a _target_ path)
+
+
+def field_defaults(cls) -> dict:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = REQUIRED
+    return out
+
+
+def check_table(cls, table: dict, extra_allowed: tuple[str, ...] = ()):
+    """Every field of the spec's table exists with its default, in the spec's order; no unexpected field."""
+    got = field_defaults(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert set(names) - set(table) <= set(extra_allowed), f"{cls.__name__} has fields the spec lacks"
+    assert [n for n in names if n in table] == list(table), f"{cls.__name__}: field order differs from the spec"
+    for name, expected in table.items():
+        value = got[name]
+        if expected is REQUIRED:
+            assert value is REQUIRED or value == MISSING, f"{cls.__name__}.{name} must be required"
+            assert OmegaConf.is_missing(OmegaConf.structured(cls), name)
+        elif expected is ANY:
+            continue
+        else:
+            assert type(value) is type(expected) or (isinstance(expected, float) and isinstance(value, float)), \
+                f"{cls.__name__}.{name}: {value!r} is not a {type(expected).__name__}"
+            assert value == expected, f"{cls.__name__}.{name} defaults to {value!r}, the spec says {expected!r}"
+
+
+def resolve(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+# ---------------------------------------------------------------- 1.1 BaseAgentConfig
+BASE_AGENT = {
+    "batch_size": REQUIRED,
+    "training_max_steps": REQUIRED,
+    "training_max_iterations": None,
+    "_target_": ANY,
+    "model": BaseModelConfig(),
+    "num_steps": 32,
+    "gradient_clip_val": 0.0,
+    "fail_on_bad_grads": False,
+    "check_grad_mag": True,
+    "gamma": 0.99,
+    "bounds_loss_coef": 0.0,
+    "task_reward_w": 1.0,
+    "num_mini_epochs": 1,
+    "training_early_termination": None,
+    "save_epoch_checkpoint_every": 1000,
+    "save_last_checkpoint_every": 10,
+    "save_inference_checkpoint": False,
+    "max_episode_length_manager": None,
+    "evaluator": EvaluatorConfig(),
+    "normalize_rewards": True,
+    "normalized_reward_clamp_value": 5.0,
+    "reward_norm_ema_decay": None,
+}
+
+
+def test_base_agent_config():
+    check_table(BaseAgentConfig, BASE_AGENT)
+    assert BaseAgentConfig._target_.endswith("BaseAgent")
+
+
+# ---------------------------------------------------------------- 1.6 PPOAgentConfig
+PPO_AGENT = {
+    **{k: v for k, v in BASE_AGENT.items() if k not in ("_target_", "model")},
+    "_target_": ANY,
+    "model": PPOModelConfig(),
+    "tau": 0.95,
+    "e_clip": 0.2,
+    "clip_critic_loss": True,
+    "actor_clip_frac_threshold": 0.6,
+    "entropy_coef": 0.005,
+    "l2c2": L2C2Config(enabled=False, lambda_l2c2=0.1, obs_pairs={}),
+    "adaptive_lr": AdaptiveLRConfig(enabled=False, desired_kl=0.01, min_lr=1e-5, max_lr=1e-2),
+    "advantage_normalization": AdvantageNormalizationConfig(),
+}
+
+
+def test_ppo_agent_config():
+    got = field_defaults(PPOAgentConfig)
+    assert set(got) == set(PPO_AGENT)
+    for name, expected in PPO_AGENT.items():
+        if expected is REQUIRED:
+            assert OmegaConf.is_missing(OmegaConf.structured(PPOAgentConfig), name)
+        elif expected is not ANY:
+            assert got[name] == expected, name
+    from workbench.agents.ppo.agent import PPO
+    assert resolve(PPOAgentConfig._target_) is PPO
+    assert issubclass(PPOAgentConfig, BaseAgentConfig)
+
+
+def test_l2c2_and_adaptive_lr_configs():
+    check_table(L2C2Config, {"enabled": False, "lambda_l2c2": 0.1, "obs_pairs": {}})
+    check_table(AdaptiveLRConfig, {"enabled": False, "desired_kl": 0.01, "min_lr": 1e-5, "max_lr": 1e-2})
+
+
+def test_ppo_agent_config_is_a_hydra_structured_config():
+    cfg = OmegaConf.structured(PPOAgentConfig)
+    assert OmegaConf.is_missing(cfg, "batch_size") and OmegaConf.is_missing(cfg, "training_max_steps")
+    assert OmegaConf.is_missing(cfg.model.actor, "mu_key")
+    assert cfg.actor_clip_frac_threshold == 0.6 and cfg.model.actor_optimizer.lr == 2e-5
+    cfg.actor_clip_frac_threshold = None  # Optional: None disables the skip
+    cfg.training_max_iterations = 3
+
+
+# ---------------------------------------------------------------- 1.2 optimizers and the base model
+def test_optimizer_config():
+    check_table(OptimizerConfig, {"_target_": "torch.optim.Adam", "lr": 1e-4, "weight_decay": 0.0, "eps": 1e-8,
+                                  "betas": (0.9, 0.999)})
+    assert resolve(OptimizerConfig._target_) is torch.optim.Adam
+
+
+def test_muon_config():
+    got = field_defaults(MuonWithAuxAdamConfig)
+    assert (got["lr"], got["weight_decay"], got["momentum"], got["adam_lr"]) == (1e-3, 0.01, 0.95, 2e-4)
+    assert issubclass(resolve(got["_target_"]), torch.optim.Optimizer)
+
+
+def test_base_model_config():
+    check_table(BaseModelConfig, {"_target_": ANY, "in_keys": [], "out_keys": []})
+
+
+# ---------------------------------------------------------------- 1.3 - 1.5 PPO model configs
+def test_ppo_actor_config():
+    check_table(PPOActorConfig, {"mu_key": REQUIRED, "in_keys": [], "out_keys": ["action", "mean_action", "neglogp"],
+                                 "_target_": ANY, "mu_model": ModuleContainerConfig(), "num_out": None,
+                                 "actor_logstd": -2.9, "learnable_std": False})
+    from workbench.agents.ppo.model import PPOActor
+    assert resolve(PPOActorConfig._target_) is PPOActor
+
+
+def test_ppo_model_config():
+    check_table(PPOModelConfig, {"_target_": ANY, "in_keys": [], "out_keys": ["action", "mean_action", "neglogp", "value"],
+                                 "actor": PPOActorConfig(), "critic": ModuleContainerConfig(),
+                                 "actor_optimizer": OptimizerConfig(lr=2e-5),
+                                 "critic_optimizer": OptimizerConfig(lr=1e-4)})
+    assert issubclass(PPOModelConfig, BaseModelConfig)
+    model = PPOModelConfig()
+    # only the learning rates differ from the optimizer defaults
+    for opt, lr in ((model.actor_optimizer, 2e-5), (model.critic_optimizer, 1e-4)):
+        assert (opt._target_, opt.lr, opt.weight_decay, opt.eps, tuple(opt.betas)) == \
+            ("torch.optim.Adam", lr, 0.0, 1e-8, (0.9, 0.999))
+    from workbench.agents.ppo.model import PPOModel
+    assert resolve(PPOModelConfig._target_) is PPOModel
+
+
+def test_advantage_normalization_config():
+    check_table(AdvantageNormalizationConfig, {"enabled": True, "shift_mean": True, "use_ema": True,
+                                               "ema_alpha": 0.05, "min_std": 0.02, "clamp_range": 4.0})
+
+
+def test_defaults_are_not_shared_between_instances():
+    a, b = PPOAgentConfig(batch_size=1, training_max_steps=1), PPOAgentConfig(batch_size=1, training_max_steps=1)
+    a.model.out_keys.append("extra")
+    a.model.actor.in_keys.append("obs")
+    assert b.model.out_keys == ["action", "mean_action", "neglogp", "value"] and b.model.actor.in_keys == []
+
+
+# ---------------------------------------------------------------- 1.7 module configs
+def test_norm_obs_base_config():
+    check_table(NormObsBaseConfig, {"normalize_obs": False, "norm_clamp_value": 5.0, "norm_ema_decay": 0.999})
+
+
+def test_mlp_layer_config():
+    check_table(MLPLayerConfig, {"units": 512, "activation": "relu", "use_layer_norm": False})
+    assert MLPLayerConfig(64, "tanh") == MLPLayerConfig(units=64, activation="tanh")  # positional, as in the seed
+
+
+def test_mlp_with_concat_config():
+    got = field_defaults(MLPWithConcatConfig)
+    assert issubclass(MLPWithConcatConfig, NormObsBaseConfig)
+    assert OmegaConf.is_missing(OmegaConf.structured(MLPWithConcatConfig), "num_out")
+    assert got["layers"] == [] and got["in_keys"] == [] and got["out_keys"] == []
+    assert got["output_activation"] is None
+    assert got["module_operations"] == [ModuleOperationForwardConfig()]
+    assert (got["normalize_obs"], got["norm_clamp_value"], got["norm_ema_decay"]) == (False, 5.0, 0.999)
+    assert resolve(got["_target_"]) is modules.MLPWithConcat
+
+
+def test_module_container_and_obs_processor_configs():
+    check_table(ModuleContainerConfig, {"models": [], "_target_": ANY, "in_keys": [], "out_keys": []})
+    assert resolve(ModuleContainerConfig._target_) is modules.ModuleContainer
+    assert issubclass(ObsProcessorConfig, NormObsBaseConfig)
+    assert resolve(ObsProcessorConfig._target_) is modules.ObsProcessor
+
+
+# ---------------------------------------------------------------- 6 evaluator and episode-length manager
+def test_evaluator_config():
+    # num_envs is a workbench addition (the evaluator runs on an env of its own)
+    check_table(EvaluatorConfig, {"_target_": ANY, "evaluation_components": {}, "max_eval_steps": 600,
+                                  "eval_metrics_every": 200}, extra_allowed=("num_envs",))
+    assert EvaluatorConfig().num_envs is None
+
+
+def test_max_episode_length_manager_config():
+    check_table(MaxEpisodeLengthManagerConfig, {"start_length": 5, "end_length": 300, "transition_epochs": 100000})
+
+
+# ---------------------------------------------------------------- building modules from mappings
+MLP = "workbench.agents.common.modules.MLPWithConcat"
+
+
+def mlp_spec(**extra) -> dict:
+    return {"_target_": MLP, "num_out": 2, "in_keys": ["obs"], "out_keys": ["mu"],
+            "layers": [{"units": 4, "activation": "tanh"}], **extra}
+
+
+def test_to_config_builds_the_named_dataclass():
+    cfg = modules.to_config(mlp_spec())
+    assert isinstance(cfg, MLPWithConcatConfig) and cfg.layers == [MLPLayerConfig(4, "tanh")]
+    # ProtoMotions' own target paths are accepted and mapped to the workbench class
+    cfg = modules.to_config(mlp_spec(_target_="protomotions.agents.common.mlp.MLPWithConcat"))
+    assert cfg._target_ == MLP
+
+
+def test_to_config_rejects_unknown_keys_naming_them():
+    with pytest.raises(ValueError, match="unitz") as err:
+        modules.to_config(mlp_spec(unitz=3, normalise_obs=True))
+    assert "normalise_obs" in str(err.value)
+    container = {"_target_": "workbench.agents.common.modules.ModuleContainer", "in_keys": ["obs"],
+                 "out_keys": ["mu"], "models": [mlp_spec(bogus_key=1)]}
+    with pytest.raises(ValueError, match="bogus_key") as err:
+        modules.to_config(container)
+    assert "models[0]" in str(err.value)  # says where
+    with pytest.raises((ValueError, TypeError), match="unitz"):
+        modules.to_config(mlp_spec(layers=[{"unitz": 4}]))
+
+
+def test_to_config_rejects_unknown_targets():
+    with pytest.raises(ValueError, match="NoSuchModule"):
+        modules.to_config(mlp_spec(_target_="workbench.agents.common.modules.NoSuchModule"))
+
+
+@pytest.mark.parametrize("name", ["selu", "sigmoid", "None", "Tanh"])
+def test_unknown_activation_raises_naming_the_allowed_ones(name):
+    with pytest.raises(ValueError) as err:
+        modules.build_module(mlp_spec(layers=[{"units": 4, "activation": name}]))
+    message = str(err.value)
+    assert repr(name) in message or name in message
+    for allowed in ("tanh", "relu", "elu", "gelu", "silu", "mish", "identity"):
+        assert allowed in message
+
+
+@pytest.mark.parametrize("name, cls", [("tanh", torch.nn.Tanh), ("relu", torch.nn.ReLU), ("elu", torch.nn.ELU),
+                                       ("gelu", torch.nn.GELU), ("silu", torch.nn.SiLU), ("mish", torch.nn.Mish),
+                                       ("identity", torch.nn.Identity)])
+def test_allowed_activations(name, cls):
+    assert isinstance(modules.make_activation(name), cls)
+
+
+def test_layer_norm_only_on_the_first_layer():
+    spec = mlp_spec(layers=[{"units": 4, "activation": "relu", "use_layer_norm": True}] * 3)
+    net = modules.build_module(spec).network
+    kinds = [type(m).__name__ for m in net]
+    assert kinds == ["LazyLinear", "LayerNorm", "ReLU", "LazyLinear", "ReLU", "LazyLinear", "ReLU", "LazyLinear"]
