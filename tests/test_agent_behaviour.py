@@ -456,3 +456,61 @@ def test_adv_norm_defaults_apply_inside_the_agent():
     z = (raw / 1.0).clamp(-4, 4)  # the first iteration uses the initial statistics m=0, s=1
     seen = torch.cat([r["batch"].get("advantages") for r in records])
     torch.testing.assert_close(seen.sort().values, z.reshape(-1).sort().values)
+
+
+# ---------------------------------------------------------------- the actor loss as the agent assembles it
+def actor_batch(agent, n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, 3, generator=g)
+    with torch.no_grad():
+        td = agent.model(TensorDict({"obs": obs}, batch_size=[n]))
+    batch = TensorDict({"obs": obs, "action": td.get("action") + 0.3 * torch.randn(n, 1, generator=g),
+                        "neglogp": td.get("neglogp"), "mean_action": td.get("mean_action"),
+                        "advantages": torch.randn(n, generator=g)}, batch_size=[n])
+    return batch
+
+
+def test_actor_loss_total_with_bounds_and_entropy():
+    agent = make_agent(learnable_std=True, actor_logstd=-0.3, entropy_coef=0.1, bounds_loss_coef=0.7)
+    batch = actor_batch(agent)
+    total, logs, mu = agent.actor_loss(batch)
+    sigma = agent.model.actor.logstd.exp().detach()
+    dist = Normal(mu.detach(), sigma)
+    ratio = torch.exp(batch.get("neglogp") + dist.log_prob(batch.get("action")).sum(-1))
+    adv = batch.get("advantages")
+    ppo = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.2)).mean()
+    mu_list = mu.detach().reshape(-1).tolist()
+    bounds = 0.7 * sum(max(m - 1, 0) ** 2 + min(m + 1, 0) ** 2 for m in mu_list) / len(mu_list)
+    entropy = dist.entropy().sum(-1).mean()
+    assert logs["actor/ppo_loss"].item() == pytest.approx(ppo.item(), rel=1e-5, abs=1e-6)
+    assert logs["actor/bounds_loss"].item() == pytest.approx(bounds, rel=1e-5, abs=1e-7)
+    assert logs["actor/entropy"].item() == pytest.approx(entropy.item(), rel=1e-5)
+    assert total.item() == pytest.approx(ppo.item() + bounds - 0.1 * entropy.item(), rel=1e-5, abs=1e-6)
+    assert logs["actor/entropy_loss"].item() == pytest.approx(-0.1 * entropy.item(), rel=1e-5)
+    assert logs["actor/approx_kl"].item() == pytest.approx((ratio - 1 - torch.log(ratio + 1e-8)).mean().item(),
+                                                           rel=1e-4, abs=1e-7)
+    total.backward()
+    assert agent.model.actor.logstd.grad is not None  # the learnable std is trained
+
+
+def test_fixed_std_has_no_entropy_term():
+    agent = make_agent(learnable_std=False, entropy_coef=0.5)
+    total, logs, _ = agent.actor_loss(actor_batch(agent))
+    assert total.item() == pytest.approx(logs["actor/ppo_loss"].item())
+    assert logs["actor/entropy_loss"].item() == 0.0
+
+
+def test_l2c2_loss_hand_computed():
+    from workbench.agents.ppo.config import L2C2Config
+    agent = make_agent(l2c2=L2C2Config(enabled=True, lambda_l2c2=0.3, obs_pairs={"obs": "obs_clean"}))
+    batch = actor_batch(agent)
+    clean = batch.get("obs") + 0.1 * torch.randn(8, 3, generator=torch.Generator().manual_seed(9))
+    batch.set("obs_clean", clean)
+    total, logs, mu = agent.actor_loss(batch)
+    mu_clean = agent.model.actor.mu(TensorDict({"obs": clean}, batch_size=[8])).get("mu")
+    in_dist = (batch.get("obs") - clean).square().sum().item() / clean.numel()
+    out_dist = (mu - mu_clean).square().mean().item()
+    assert logs["actor/l2c2_input_dist"].item() == pytest.approx(in_dist, rel=1e-5)
+    assert logs["actor/l2c2_output_dist"].item() == pytest.approx(out_dist, rel=1e-5)
+    assert logs["actor/l2c2_loss"].item() == pytest.approx(out_dist / (in_dist + 1e-8), rel=1e-5)
+    assert total.item() == pytest.approx(logs["actor/ppo_loss"].item() + 0.3 * out_dist / (in_dist + 1e-8), rel=1e-5)
