@@ -514,3 +514,23 @@ def test_l2c2_loss_hand_computed():
     assert logs["actor/l2c2_output_dist"].item() == pytest.approx(out_dist, rel=1e-5)
     assert logs["actor/l2c2_loss"].item() == pytest.approx(out_dist / (in_dist + 1e-8), rel=1e-5)
     assert total.item() == pytest.approx(logs["actor/ppo_loss"].item() + 0.3 * out_dist / (in_dist + 1e-8), rel=1e-5)
+
+
+# ---------------------------------------------------------------- invariants the agent itself must enforce
+@pytest.mark.xfail(strict=True, reason="BUG: PPO._max_epochs (workbench/agents/ppo/agent.py:60) accepts "
+                                       "training_max_iterations <= 0; spec 1.1 says ValueError (only the Hydra "
+                                       "harness in workbench/config.py checks it)")
+@pytest.mark.parametrize("iterations", [0, -3])
+def test_non_positive_training_max_iterations_raise(iterations):
+    with pytest.raises(ValueError, match="training_max_iterations"):
+        make_agent(training_max_iterations=iterations)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: PPO.__init__ (workbench/agents/ppo/agent.py) does not check that "
+                                       "batch_size divides num_envs*num_steps (spec 1.1/3.5 assert it): 16 samples "
+                                       "with batch 3 train on 18 samples with a re-shuffle mid-pass, batch 32 "
+                                       "dies with ZeroDivisionError after the first rollout")
+@pytest.mark.parametrize("batch_size", [3, 32])
+def test_batch_size_must_divide_the_rollout(batch_size):
+    with pytest.raises((ValueError, AssertionError), match="batch_size"):
+        make_agent(num_envs=4, num_steps=4, batch_size=batch_size)
