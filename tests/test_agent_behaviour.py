@@ -534,3 +534,63 @@ def test_non_positive_training_max_iterations_raise(iterations):
 def test_batch_size_must_divide_the_rollout(batch_size):
     with pytest.raises((ValueError, AssertionError), match="batch_size"):
         make_agent(num_envs=4, num_steps=4, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------- episode metrics, optimizer params, obs normalisers
+def test_episode_metrics_are_means_over_episodes_finished_this_iteration():
+    T, N = 7, 4
+    env = ScriptedEnv(N)
+    agent = make_agent(env=env, num_steps=T, batch_size=4)
+    after, term, trunc = scripted_trajectory(env, T)
+    returns, lengths = [], []
+    for n in range(N):
+        ret = 0.0
+        for t in range(T):
+            ret += 1.0 + 0.1 * n + 0.01 * after[t][n]
+            if term[t][n] or trunc[t][n]:
+                returns.append(ret)
+                lengths.append(after[t][n])
+                ret = 0.0
+    _, logs = agent.collect_rollout()
+    assert logs["info/episodes_finished"] == len(returns)
+    assert logs["info/episode_reward"] == pytest.approx(sum(returns) / len(returns), rel=1e-5)
+    assert logs["info/episode_length"] == pytest.approx(sum(lengths) / len(lengths))
+
+
+def test_episode_metrics_repeat_when_no_episode_finished():
+    agent = make_agent(num_envs=2, num_steps=3)  # Pendulum episodes last 200 steps
+    agent.last_episode_metrics = {"info/episode_reward": -7.0, "info/episode_length": 9.0}
+    _, logs = agent.collect_rollout()
+    assert logs["info/episodes_finished"] == 0
+    assert (logs["info/episode_reward"], logs["info/episode_length"]) == (-7.0, 9.0)
+
+
+def test_each_network_has_its_own_adam_with_every_parameter():
+    agent = make_agent(actor_lr=3e-4, critic_lr=7e-4)
+    actor_params = {id(p) for g in agent.actor_optimizer.param_groups for p in g["params"]}
+    critic_params = {id(p) for g in agent.critic_optimizer.param_groups for p in g["params"]}
+    assert actor_params == {id(p) for p in agent.model.actor.parameters()}
+    assert id(agent.model.actor.logstd) in actor_params  # a frozen logstd is included
+    assert critic_params == {id(p) for p in agent.model.critic.parameters()}
+    assert not actor_params & critic_params
+    assert isinstance(agent.actor_optimizer, torch.optim.Adam) and isinstance(agent.critic_optimizer, torch.optim.Adam)
+    assert agent.actor_optimizer.param_groups[0]["lr"] == 3e-4 and agent.critic_optimizer.param_groups[0]["lr"] == 7e-4
+
+
+def obs_norm_count(module) -> float:
+    norms = [m.obs_norm for m in module.modules() if getattr(m, "obs_norm", None) is not None]
+    assert len(norms) == 1
+    return norms[0].count.item()
+
+
+def test_obs_normalisers_update_only_on_minibatch_forwards():
+    B = 4
+    agent = make_agent(num_envs=4, num_steps=4, batch_size=B, num_mini_epochs=2, normalize_obs=True)
+    actor0, critic0 = obs_norm_count(agent.model.actor), obs_norm_count(agent.model.critic)
+    buf = rollout(agent)
+    assert (obs_norm_count(agent.model.actor), obs_norm_count(agent.model.critic)) == (actor0, critic0)  # eval mode
+    records = record_steps(agent)
+    agent.optimize(buf)
+    assert not agent.model.training  # back to eval after optimising
+    assert obs_norm_count(agent.model.actor) == actor0 + B * len(records)
+    assert obs_norm_count(agent.model.critic) == critic0 + B * len(records)
