@@ -26,17 +26,11 @@ class HeartbeatConf:
 class WorkbenchOptunaSweeperConf:
     _target_: str = "hydra_plugins.workbench_optuna_sweeper.sweeper.WorkbenchOptunaSweeper"
     _recursive_: bool = False  # the sweeper builds sampler/pruner itself, with clear errors
-    sampler: Any = field(
-        default_factory=lambda: {
-            "_target_": "optuna.samplers.TPESampler",
-            "multivariate": True,
-            "group": True,  # conditional parameters: TPE models each active subset
-            "constant_liar": True,  # parallel workers avoid sampling next to running trials
-            "n_startup_trials": 10,
-            "seed": None,
-        }
-    )
-    pruner: Any = field(default_factory=lambda: {"_target_": "optuna.pruners.NopPruner"})
+    # `_target_` configs, replaced whole by a sweep file (a dict default would be merged key
+    # by key with the file's). null sampler: TPESampler(multivariate=True, group=True,
+    # constant_liar=True); null pruner: NopPruner.
+    sampler: Optional[Any] = None
+    pruner: Optional[Any] = None
     direction: str = "maximize"
     study_name: Optional[str] = None  # default: the sweep file's name (`+sweep=<name>`)
     # journal file path or Optuna RDB URL; default $WORKBENCH_SWEEP_STORAGE, else

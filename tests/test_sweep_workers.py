@@ -1,0 +1,142 @@
+"""Real multi-process sweeps of the fake app: journal storage with 2 workers, a killed
+worker, resume after an interrupt, bad sweep files, and the submitit_local launcher."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from workbench.sweep.driver import budget_used
+from workbench.sweep.fake.harness import env_for, open_study, run, sweep_cli_cmd, worker_cmd, write_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def states(study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def test_two_workers_share_a_journal_study(tmp_path: Path):
+    write_sweep(tmp_path, "duo", {"n_trials": 8})
+    done = run(sweep_cli_cmd(tmp_path, "duo", ["--workers", "2"]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = open_study(tmp_path, "duo")
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 8 and budget_used(trials) == 8
+    counts = states(study)
+    assert counts.get("PRUNED", 0) >= 1 and counts.get("COMPLETE", 0) >= 2, counts
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    for t in trials:
+        assert "agent.e_clip" in t.params and t.user_attrs["wandb_run_id"].startswith("fake-")
+        assert Path(t.user_attrs["output_dir"]) == tmp_path / "multirun" / "duo" / str(t.number)
+    assert "best trial" in done.stdout
+    csv = (tmp_path / "sweeps_db" / "duo.summary.csv").read_text().splitlines()
+    assert csv[0].startswith("rank,number,state,value") and len(csv) == 9
+
+
+def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path: Path):
+    # slow trials (2 s) so the kill lands mid-trial; grace period 4 s
+    write_sweep(tmp_path, "kill", {"n_trials": 6}, iterations=10, iteration_seconds=0.2)
+    cmd = worker_cmd(tmp_path, "kill")
+    assert run(cmd + ["hydra.sweeper.dry_run=true"], cwd=tmp_path).returncode == 0
+    workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env_for(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    victim = workers[0]
+    study = open_study(tmp_path, "kill")
+    deadline = time.time() + 120
+    killed_number = None
+    while killed_number is None and time.time() < deadline:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and t.last_step:
+                os.kill(victim.pid, signal.SIGKILL)
+                killed_number = t.number
+                break
+        time.sleep(0.1)
+    assert killed_number is not None, "the victim never ran a trial"
+    victim.wait(timeout=30)
+    _, err = workers[1].communicate(timeout=240)
+    assert workers[1].returncode == 0, err[-3000:]
+
+    trials = study.get_trials(deepcopy=False)
+    killed = trials[killed_number]
+    assert killed.state == TrialState.FAIL
+    assert "heartbeat lost" in killed.user_attrs["fail_reason"]
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed_number]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry.params == killed.params
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert budget_used(trials) == 6
+
+
+def test_interrupted_sweep_resumes_to_the_same_total(tmp_path: Path):
+    write_sweep(tmp_path, "resume", {"n_trials": 6}, iterations=10, iteration_seconds=0.1)
+    cmd = worker_cmd(tmp_path, "resume")
+    assert run(cmd + ["hydra.sweeper.dry_run=true"], cwd=tmp_path).returncode == 0  # creates the study
+    worker = subprocess.Popen(cmd, cwd=tmp_path, env=env_for(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    study = open_study(tmp_path, "resume")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if len(finished) >= 2 and running and running[0].last_step:
+            break
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGINT)  # Ctrl-C mid-trial
+    worker.wait(timeout=60)
+    interrupted = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert interrupted and "KeyboardInterrupt" in interrupted[0].user_attrs["fail_reason"]
+
+    again = run(cmd, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = study.get_trials(deepcopy=False)
+    assert budget_used(trials) == 6
+    assert len([t for t in trials if t.state != TrialState.FAIL]) == 6  # the interrupted one re-ran
+    assert any(t.user_attrs.get("retry_of") == interrupted[0].number for t in trials)
+    # a third run has nothing left to do
+    assert run(cmd, cwd=tmp_path).returncode == 0
+    assert len(study.get_trials(deepcopy=False)) == len(trials)
+
+
+@pytest.mark.parametrize(
+    "sweeper, message",
+    [
+        ({"params": {"agent.e_clipp": "interval(0.1, 0.3)"}}, "no such key in the composed config; did you mean agent.e_clip"),
+        ({"params": {"agent.e_clip": "interval(0.1, 0.3"}}, "cannot parse"),
+        ({"params": {"agent.tau": "interval(0.99, 0.9)"}}, "low must be < high"),
+        ({"sampler": {"_target_": "optuna.samplers.NoSuchSampler"}}, "cannot build 'optuna.samplers.NoSuchSampler'"),
+        ({"pruner": {"_target_": "optuna.pruners.MedianPrunr"}}, "cannot build 'optuna.pruners.MedianPrunr'"),
+        ({"params": {"env": "choice(pendulum, nosuchenv)"}}, "does not compose"),
+    ],
+)
+def test_bad_sweep_file_fails_before_any_trial(tmp_path: Path, sweeper: dict, message: str):
+    conf = {"params": {"agent.e_clip": "interval(0.1, 0.3)"}, "conditions": {}}
+    conf.update(sweeper)
+    write_sweep(tmp_path, "bad", conf)
+    done = run(sweep_cli_cmd(tmp_path, "bad", ["--workers", "2"]), cwd=tmp_path)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr[-3000:]
+    assert "no trial started" in done.stderr
+    assert not (tmp_path / "multirun" / "bad" / "0").exists()
+
+
+def test_submitit_local_launcher_runs_trials_asynchronously(tmp_path: Path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    write_sweep(tmp_path, "slurmish", {"n_trials": 4, "n_jobs": 2}, iterations=6)
+    cmd = worker_cmd(tmp_path, "slurmish", ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"])
+    done = run(cmd, cwd=tmp_path, timeout=400)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    study = open_study(tmp_path, "slurmish")
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
+    assert all(t.user_attrs.get("wandb_run_id") for t in trials)  # the jobs reached the study
+    # every job ran in its own submitit process, not in the sweeper's
+    assert len({t.user_attrs["output_dir"] for t in trials}) == 4
