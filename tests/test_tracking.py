@@ -478,3 +478,14 @@ def test_runs_cli_table(tmp_path, capsys):
     assert header.split() == ["id", "group", "state", "frames", "final_return", "path"]
     assert any(line.startswith(a.run_id) and "study-1" in line and f"outputs/a/wandb/{a.run_dir.name}" in line for line in lines)
     assert len(lines) == 2
+
+
+def test_accepts_omegaconf_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"agent": {"e_clip": 0.2, "lr": "${agent.e_clip}"}, "storage": PG_URL})
+    tracker = run_tracker(tmp_path / "out", make_rows(2), config=cfg)
+    assert read_run(tracker.run_dir).config == {
+        "agent": {"e_clip": 0.2, "lr": 0.2},
+        "storage": "postgresql://optuna:***@db.example.org:5432/studies",
+    }

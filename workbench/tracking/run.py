@@ -74,11 +74,23 @@ def _run_dirs(wandb_dir: Path) -> Set[Path]:
     return {p for p in wandb_dir.iterdir() if p.is_dir() and "run-" in p.name}
 
 
+def _plain(config: Any) -> Dict[str, Any]:
+    """Accept an OmegaConf DictConfig as well as a dict; wandb wants plain containers."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(config, DictConfig):
+            return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
+    except ImportError:
+        pass
+    return dict(config)
+
+
 class Tracker:
     """Lifecycle of the W&B run of one training run (see docs/tracking.md)."""
 
     def __init__(self, config: Mapping[str, Any], logger: LoggerConfig, output_dir: Path, step_metric: str, mode: str):
-        self.config = scrub_secrets(dict(config))
+        self.config = scrub_secrets(_plain(config))
         self.logger = logger
         self.output_dir = Path(output_dir)
         self.step_metric = step_metric
