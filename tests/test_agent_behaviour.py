@@ -517,19 +517,12 @@ def test_l2c2_loss_hand_computed():
 
 
 # ---------------------------------------------------------------- invariants the agent itself must enforce
-@pytest.mark.xfail(strict=True, reason="BUG: PPO._max_epochs (workbench/agents/ppo/agent.py:60) accepts "
-                                       "training_max_iterations <= 0; spec 1.1 says ValueError (only the Hydra "
-                                       "harness in workbench/config.py checks it)")
 @pytest.mark.parametrize("iterations", [0, -3])
 def test_non_positive_training_max_iterations_raise(iterations):
     with pytest.raises(ValueError, match="training_max_iterations"):
         make_agent(training_max_iterations=iterations)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PPO.__init__ (workbench/agents/ppo/agent.py) does not check that "
-                                       "batch_size divides num_envs*num_steps (spec 1.1/3.5 assert it): 16 samples "
-                                       "with batch 3 train on 18 samples with a re-shuffle mid-pass, batch 32 "
-                                       "dies with ZeroDivisionError after the first rollout")
 @pytest.mark.parametrize("batch_size", [3, 32])
 def test_batch_size_must_divide_the_rollout(batch_size):
     with pytest.raises((ValueError, AssertionError), match="batch_size"):
@@ -558,7 +551,7 @@ def test_episode_metrics_are_means_over_episodes_finished_this_iteration():
 
 
 def test_episode_metrics_repeat_when_no_episode_finished():
-    agent = make_agent(num_envs=2, num_steps=3)  # Pendulum episodes last 200 steps
+    agent = make_agent(num_envs=2, num_steps=3, batch_size=6)  # Pendulum episodes last 200 steps
     agent.last_episode_metrics = {"info/episode_reward": -7.0, "info/episode_length": 9.0}
     _, logs = agent.collect_rollout()
     assert logs["info/episodes_finished"] == 0

@@ -223,13 +223,23 @@ def to_config(spec: Any, where: str = "module") -> Any:
     kwargs = dict(spec)
     kwargs["_target_"] = next(t for t, c in CONFIG_FOR_TARGET.items() if c is cls and t.startswith("workbench"))
     if "layers" in kwargs:
-        kwargs["layers"] = [l if dataclasses.is_dataclass(l) else cfgs.MLPLayerConfig(**l) for l in kwargs["layers"]]
+        kwargs["layers"] = [_layer_config(layer, f"{where}.layers[{i}]") for i, layer in enumerate(kwargs["layers"])]
     if "module_operations" in kwargs:
         kwargs["module_operations"] = [to_config(op, f"{where}.module_operations")
                                        for op in kwargs["module_operations"]]
     if "models" in kwargs:
         kwargs["models"] = [to_config(m, f"{where}.models[{i}]") for i, m in enumerate(kwargs["models"])]
     return cls(**kwargs)
+
+
+def _layer_config(spec: Any, where: str) -> cfgs.MLPLayerConfig:
+    if dataclasses.is_dataclass(spec):
+        return spec
+    allowed = {f.name for f in dataclasses.fields(cfgs.MLPLayerConfig)}
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for MLPLayerConfig; allowed: {sorted(allowed)}")
+    return cfgs.MLPLayerConfig(**spec)
 
 
 def _import(path: str):

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
+from workbench.agents.base_agent import BaseAgent
 from workbench.agents.common import checkpoint as ckpt
 from workbench.agents.common.episode_length import max_episode_length
 from workbench.agents.common.evaluator import Evaluator
@@ -29,7 +30,7 @@ from workbench.agents.ppo.model import PPOModel, gaussian_neglogp
 MODEL_KEYS = ("action", "mean_action", "neglogp", "value")
 
 
-class PPO:
+class PPO(BaseAgent):
     def __init__(self, config: PPOAgentConfig, env, *, device: torch.device | str = "cpu", eval_env=None,
                  output_dir: Path | str | None = None, seed: int = 0):
         self.config = config
@@ -38,6 +39,7 @@ class PPO:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.num_envs = env.num_envs
         self.num_steps = config.num_steps
+        self._check_batch_size()
 
         self.model = PPOModel(config.model).to(self.device)
         self.reward_norm = RewardNormalizer(self.num_envs, config.gamma, config.normalized_reward_clamp_value,
@@ -55,12 +57,6 @@ class PPO:
         self._setup()
 
     # ------------------------------------------------------------------ setup
-    def _max_epochs(self) -> int:
-        c = self.config
-        if c.training_max_iterations is not None:
-            return c.training_max_iterations
-        return c.training_max_steps // self.num_envs // self.num_steps
-
     def _setup(self) -> None:
         obs = self.env.reset()
         self.obs_keys = list(obs.keys())
@@ -332,13 +328,6 @@ class PPO:
                      "times/training_minutes": total / 60.0, "times/training_hours": total / 3600.0})
         return logs
 
-    def elapsed(self) -> float:
-        return self.time_offset + time.time() - self.start_time
-
-    def should_stop(self) -> bool:
-        stop_at = self.config.training_early_termination
-        return self.epoch >= self.max_epochs or (stop_at is not None and self.step_count >= stop_at)
-
     def fit(self, on_iteration: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
         """Train until max_epochs (or training_early_termination); returns the final evaluation."""
         evaluated_last = False
@@ -370,13 +359,6 @@ class PPO:
         return metrics
 
     # ------------------------------------------------------------------ checkpoints
-    def save_periodic_checkpoints(self) -> None:
-        c = self.config
-        if c.save_epoch_checkpoint_every and self.epoch % c.save_epoch_checkpoint_every == 0:
-            self.save_checkpoint(f"epoch_{self.epoch}.ckpt")
-        if c.save_last_checkpoint_every and self.epoch % c.save_last_checkpoint_every == 0:
-            self.save_checkpoint("last.ckpt")
-
     def state_dict(self) -> dict:
         state = {
             "model": self.model.state_dict(),

@@ -13,6 +13,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
+from workbench.agents.common.base_model import BaseModel
 from workbench.agents.common.modules import build_module
 from workbench.agents.ppo.config import PPOActorConfig, PPOModelConfig
 
@@ -55,12 +56,9 @@ class PPOActor(TensorDictModuleBase):
         return td
 
 
-class PPOModel(TensorDictModuleBase):
+class PPOModel(BaseModel):
     def __init__(self, config: PPOModelConfig):
-        super().__init__()
-        self.config = config
-        self.in_keys = list(config.in_keys)
-        self.out_keys = list(config.out_keys)
+        super().__init__(config)
         self._actor = PPOActor(config.actor)
         self._critic = build_module(config.critic)
         needed_in = set(self._actor.in_keys) | set(self._critic.in_keys)
@@ -83,6 +81,3 @@ class PPOModel(TensorDictModuleBase):
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         return self._critic(self._actor(td))
 
-    def compute_model_loss(self, td: TensorDictBase) -> torch.Tensor:
-        """Auxiliary loss of the sub-modules; MLP models have none."""
-        return td.get("value").new_zeros(())
