@@ -1,0 +1,136 @@
+"""Sweep machinery benchmark: per-trial overhead and trials/hour with 1 vs 2 workers.
+
+    python bench/bench_sweep.py [--trials 8] [--out bench/results/sweep.json]
+
+1. Per-trial overhead. A worker runs trials back to back; the cycle time of a trial is the
+   time from one trial's start to the next one's start (storage timestamps), so it holds
+   everything: asking and sampling, config composition, the Hydra job, run_trial's storage
+   traffic, W&B start/finish and the training itself. Measured for
+     - fake:          the fake app, no training and no W&B (the sweep machinery alone),
+     - real_disabled: the real app, one tiny iteration, W&B disabled,
+     - real_offline:  the same with W&B offline (the default).
+   Overhead = cycle time minus the training's own wall time (W&B summary `wall_time_s` is
+   not used; the tiny training takes a few ms, reported as `train_s`).
+2. Throughput. The same sweep of CPU-bound single-threaded trials with 1 and 2 workers
+   (`workbench sweep --workers N`): trials/hour over the span from the first trial's start
+   to the last trial's end, and over the whole command's wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from workbench.sweep.fake.harness import env_for, open_study, sweep_cli_cmd, write_sweep  # noqa: E402
+
+TINY_REAL = ["env.num_envs=8", "agent.num_steps=16", "agent.batch_size=128", "agent.training_max_steps=128",
+             "agent.evaluator.eval_metrics_every=1", "agent.evaluator.num_envs=2",
+             "agent.evaluator.max_eval_steps=5", "hydra.sweeper.objective.report_every=1"]
+
+
+def _span(study) -> tuple[list[float], float]:
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.datetime_start)
+    starts = [t.datetime_start.timestamp() for t in trials]
+    ends = [t.datetime_complete.timestamp() for t in trials if t.datetime_complete]
+    cycles = [b - a for a, b in zip(starts, starts[1:])]
+    return cycles, max(ends) - min(starts)
+
+
+def _run(cmd: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env_for(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def overhead(kind: str, n: int) -> dict:
+    with TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        name = f"oh_{kind}"
+        if kind == "fake":
+            write_sweep(tmp, name, {"n_trials": n}, iterations=1, iteration_seconds=0.0)
+            cmd = sweep_cli_cmd(tmp, name, ["--workers", "1"])
+        else:
+            mode = "disabled" if kind == "real_disabled" else "offline"
+            cmd = [sys.executable, "-m", "workbench.cli", "sweep", "smoke", "--workers", "1",
+                   "--study-name", name, "--n-trials", str(n), f"logger.mode={mode}", *TINY_REAL]
+        wall = _run(cmd, tmp)
+        study = open_study(tmp, name)
+        cycles, _ = _span(study)
+        cycles = cycles[1:]  # the first trial pays for imports
+        train = [t.duration.total_seconds() for t in study.trials]
+        return {"trials": n, "cycle_s_median": statistics.median(cycles), "cycle_s_mean": statistics.fmean(cycles),
+                "trial_duration_s_median": statistics.median(train), "command_wall_s": wall}
+
+
+def throughput(workers: int, n: int, seconds: float, real: bool) -> dict:
+    with TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        name = f"tp{workers}"
+        if real:
+            cmd = [sys.executable, "-m", "workbench.cli", "sweep", "smoke", "--workers", str(workers),
+                   "--study-name", name, "--n-trials", str(n), "logger.mode=offline", "env.num_envs=256",
+                   "agent.batch_size=2048", "agent.training_max_steps=163840", "agent.evaluator.eval_metrics_every=5",
+                   "hydra.sweeper.pruner=null"]
+        else:
+            write_sweep(tmp, name, {"n_trials": n, "pruner": None}, iterations=10, iteration_seconds=seconds / 10)
+            cmd = sweep_cli_cmd(tmp, name, ["--workers", str(workers), "fake.busy=true"])
+        wall = _run(cmd, tmp)
+        study = open_study(tmp, name)
+        _, span = _span(study)
+        return {"workers": workers, "trials": n, "span_s": span, "command_wall_s": wall,
+                "trials_per_hour_span": 3600 * n / span, "trials_per_hour_wall": 3600 * n / wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--trial-seconds", type=float, default=3.0, help="CPU seconds per fake throughput trial")
+    p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--only", choices=["overhead", "throughput"], help="run one part only")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "sweep.json"))
+    args = p.parse_args()
+
+    result: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                "platform": platform.platform()}, "overhead": {}, "throughput": {}}
+    # the machine may be shared: the load average before each part says how clean a figure is
+    result["loadavg_before"] = {"overhead": os.getloadavg()}
+    kinds = ["fake"] + ([] if args.skip_real else ["real_disabled", "real_offline"])
+    if args.only == "throughput":
+        kinds = []
+    for kind in kinds:
+        result["overhead"][kind] = overhead(kind, args.trials)
+        print(kind, json.dumps(result["overhead"][kind]), flush=True)
+    if "real_offline" in result["overhead"]:
+        o = result["overhead"]
+        result["overhead"]["wandb_start_finish_s"] = o["real_offline"]["cycle_s_median"] - o["real_disabled"]["cycle_s_median"]
+    parts = [("fake_cpu_bound", False)] + ([] if args.skip_real else [("real_pendulum", True)])
+    for label, real in parts if args.only != "overhead" else []:
+        result["loadavg_before"][label] = os.getloadavg()
+        one = throughput(1, args.trials, args.trial_seconds, real)
+        two = throughput(2, args.trials, args.trial_seconds, real)
+        result["throughput"][label] = {
+            "one_worker": one, "two_workers": two,
+            "ratio_span": two["trials_per_hour_span"] / one["trials_per_hour_span"],
+            "ratio_wall": two["trials_per_hour_wall"] / one["trials_per_hour_wall"],
+        }
+        print(label, json.dumps(result["throughput"][label]), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
