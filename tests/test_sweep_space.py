@@ -150,3 +150,43 @@ def test_objective_is_mean_of_last_window():
     assert tracker.value == 3.0 and tracker.metric_used == "eval/r"
     with pytest.raises(SweepConfigError):
         ObjectiveSettings.from_config({"window": 0})
+
+
+def _driver(n_trials: int, grace: float = 60.0):
+    from workbench.sweep.driver import HeartbeatSettings, StudyDriver
+    from workbench.sweep.storage import StorageSpec
+
+    study = optuna.create_study(direction="maximize")
+    space = parse_search_space({"x": "interval(0, 1)"})
+    # a database without a budget lock (no local file, not PostgreSQL)
+    spec = StorageSpec("mysql+pymysql://u@h/db", "rdb")
+    return study, StudyDriver(study, spec, space, n_trials, HeartbeatSettings(0.1, grace, 1), say=lambda s: None)
+
+
+def test_stale_trial_is_failed_once_and_retried_with_same_params():
+    import time
+
+    from workbench.sweep.heartbeat import HEARTBEAT_KEY, reap_stale_trials
+
+    study, driver = _driver(3)
+    trial, sampled = driver.reserve()
+    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_KEY, time.time() - 120)
+    assert reap_stale_trials(study, 60.0, max_retry=1) == [trial.number]
+    assert reap_stale_trials(study, 60.0, max_retry=1) == []  # already failed: nothing twice
+    failed = study.trials[trial.number]
+    assert failed.state == TrialState.FAIL and "heartbeat lost" in failed.user_attrs["fail_reason"]
+    retry, resampled = driver.reserve()  # the queued retry comes first, with the same params
+    assert resampled == sampled and retry.user_attrs["retry_of"] == trial.number
+    assert budget_used(study.get_trials()) == 1
+
+
+def test_overshoot_without_lock_is_marked_surplus():
+    study, driver = _driver(2)
+    first, _ = driver.reserve()
+    second, _ = driver.reserve()
+    assert driver.reserve() is None  # budget spent: nothing asked
+    late = study.ask()  # as if a concurrent worker had asked after counting
+    assert driver._is_surplus(late)
+    frozen = study.trials[late.number]
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs["surplus"] is True
+    assert budget_used(study.get_trials()) == 2
