@@ -120,4 +120,7 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
                                 "final_eval_return": result.final_eval_return,
                                 "best_eval_return": result.best_eval_return})
         tracker.finish(exit_code)
+        # a W&B failure mid-run moves the metrics to a fallback offline run with a new id
+        result.wandb_run_id = tracker.run_id
+        result.wandb_run_dir = str(tracker.run_dir) if tracker.run_dir else None
     return result
