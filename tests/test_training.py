@@ -139,3 +139,31 @@ def test_early_termination_and_checkpoint_files(tiny_config, tmp_path):
     names = sorted(p.name for p in (tmp_path / "run").glob("*.ckpt"))
     assert "epoch_2.ckpt" in names and "last.ckpt" in names and "epoch_4.ckpt" not in names
     assert (tmp_path / "run" / "resolved_config.yaml").is_file()
+
+
+def test_evaluation_components_give_success_and_failure_rates(tiny_config, tmp_path):
+    """Cartpole's out-of-bounds extra as a thresholded component: failures are sticky per env."""
+    cfg = tiny_config("env=cartpole", "env.num_envs=64", "logger.mode=disabled", "agent.evaluator.max_eval_steps=60",
+                      "+env.reset_noise=0.3",  # spread the starts so only some envs leave the track
+                      "+agent.evaluator.evaluation_components={termination/out_of_bounds: {static_params: {threshold: 0.5}}}")
+    agent = build_agent(cfg, None)
+    metrics = agent.evaluate()
+    # replay the same evaluation by hand: an env fails once its out_of_bounds extra exceeds 0.5
+    env = agent.evaluator.env
+    env.load_state_dict(agent.evaluator._initial_state)
+    env.reset()
+    failed = torch.zeros(env.num_envs, dtype=torch.bool)
+    done_ids = torch.empty(0, dtype=torch.long)
+    from tensordict import TensorDict
+    with torch.no_grad():
+        for _ in range(60):
+            obs = env.reset(done_ids)
+            mu, _ = agent.model.actor.distribution(TensorDict(dict(obs.items()), batch_size=[env.num_envs]))
+            step = env.step(mu)
+            failed |= step.extras["termination/out_of_bounds"] > 0.5
+            done_ids = step.dones.nonzero().squeeze(-1)
+    expected = failed.float().mean().item()
+    assert 0 < expected < 1, "all or no envs failed: the test could not tell per-env failures apart"
+    assert metrics["eval/termination/out_of_bounds/failure_rate"] == pytest.approx(expected)
+    assert metrics["eval/success_rate"] == pytest.approx(1 - expected)
+    assert 0 <= metrics["eval/termination/out_of_bounds/mean"] <= 1

@@ -47,6 +47,7 @@ class Evaluator:
         done_returns, done_lengths = [], []
         components = self._component_thresholds()
         failed = torch.zeros(n, dtype=torch.bool, device=device)
+        failed_by = {name: torch.zeros(n, dtype=torch.bool, device=device) for name in components}
         stats = {name: [] for name in components}
 
         was_training = actor.training
@@ -64,8 +65,9 @@ class Evaluator:
                 if value is None:
                     continue
                 stats[name].append(value.float())
-                if threshold is not None:
-                    failed |= value > threshold if fail_above else value < threshold
+                if threshold is not None:  # a failure is sticky for the rest of the evaluation
+                    failed_by[name] |= value > threshold if fail_above else value < threshold
+                    failed |= failed_by[name]
             if dones.any():
                 done_returns.append(ep_return[dones].clone())
                 done_lengths.append(ep_length[dones].clone())
@@ -83,6 +85,9 @@ class Evaluator:
                    "eval/num_episodes": float(returns.numel()), "eval/num_evaluated": float(n)}
         if any(t is not None for t, _ in components.values()):
             metrics["eval/success_rate"] = 1.0 - failed.float().mean().item()
+        for name, (threshold, _) in components.items():
+            if threshold is not None:
+                metrics[f"eval/{name}/failure_rate"] = failed_by[name].float().mean().item()
         for name, values in stats.items():
             if values:
                 v = torch.stack(values)
