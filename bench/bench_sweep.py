@@ -105,7 +105,7 @@ def main() -> None:
     result: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                 "platform": platform.platform()}, "overhead": {}, "throughput": {}}
     # the machine may be shared: the load average before each part says how clean a figure is
-    result["loadavg_before"] = {"overhead": os.getloadavg()}
+    result["loadavg_before"] = {} if args.only == "throughput" else {"overhead": os.getloadavg()}
     kinds = ["fake"] + ([] if args.skip_real else ["real_disabled", "real_offline"])
     if args.only == "throughput":
         kinds = []
@@ -128,6 +128,11 @@ def main() -> None:
         print(label, json.dumps(result["throughput"][label]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.only and out.exists():  # one part rerun: keep the other part's figures
+        previous = json.loads(out.read_text())
+        for key in ("overhead", "throughput"):
+            result[key] = result[key] or previous.get(key, {})
+        result["loadavg_before"] = {**previous.get("loadavg_before", {}), **result["loadavg_before"]}
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")
 

@@ -1,5 +1,8 @@
 """Errors raised for sweep configuration problems (shown to the user before any trial)."""
+from hydra.errors import CompactHydraException
 
 
-class SweepConfigError(ValueError):
-    """A sweep file or sweeper setting is invalid; the message names the offending key."""
+class SweepConfigError(CompactHydraException, ValueError):
+    """A sweep file or sweeper setting is invalid; the message names the offending key.
+
+    A CompactHydraException, so Hydra prints the message alone, without a stack trace."""

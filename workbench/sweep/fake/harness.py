@@ -34,8 +34,8 @@ def write_sweep(directory: Path, name: str, sweeper: dict | None = None, body: d
         "params": dict(PARAMS),
         "conditions": dict(CONDITIONS),
         "objective": {"metric": "eval/episode_reward", "window": 2, "report_every": 1},
-        # random search + a strict percentile pruner: some trials are pruned, reliably
-        "pruner": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 75.0,
+        # random search + a strict pruner (keeps the top 25% only): some trials are pruned, reliably
+        "pruner": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0,
                    "n_startup_trials": 2, "n_warmup_steps": 2},
         "sampler": {"_target_": "optuna.samplers.RandomSampler"},
         "heartbeat": {"interval": 0.5, "grace_period": 4.0, "max_retry": 1},
