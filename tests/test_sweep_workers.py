@@ -42,6 +42,17 @@ def test_two_workers_share_a_journal_study(tmp_path: Path):
     assert csv[0].startswith("rank,number,state,value") and len(csv) == 9
 
 
+def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path: Path):
+    write_sweep(tmp_path, "boom", {"n_trials": 3})
+    done = run(worker_cmd(tmp_path, "boom", ["fake.raise_at_iteration=2"]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = open_study(tmp_path, "boom").get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    assert all(t.user_attrs["fail_reason"] == "RuntimeError: fake training exploded at iteration 2"
+               for t in trials)
+    assert "3 failed" in done.stdout
+
+
 def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path: Path):
     # slow trials (2 s) so the kill lands mid-trial; grace period 4 s
     write_sweep(tmp_path, "kill", {"n_trials": 6}, iterations=10, iteration_seconds=0.2)
