@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import workbench
+from workbench.sweep.space import format_value
 from workbench.sweep.storage import ENV_STORAGE, load_study, resolve_storage
 from workbench.sweep.summary import summary_table, write_csv
 
@@ -41,8 +42,8 @@ def worker_command(app: str, name: str, args: argparse.Namespace, extra: list[st
     if app == "workbench.cli":
         cmd.append("train")
     study = args.study_name or name
-    cmd += ["-m", f"+sweep={name}", "torch_threads=1", f"hydra.sweeper.study_name={study}",
-            f"hydra.sweep.dir=multirun/{study}", "hydra.sweeper.print_summary=false",
+    cmd += ["-m", f"+sweep={name}", "torch_threads=1", f"hydra.sweeper.study_name={format_value(study)}",
+            f"hydra.sweep.dir={format_value(f'multirun/{study}')}", "hydra.sweeper.print_summary=false",
             "hydra.sweeper.summary_csv=false"]
     if args.n_trials is not None:
         cmd.append(f"hydra.sweeper.n_trials={args.n_trials}")
@@ -68,14 +69,18 @@ def sweep_main(argv: list[str]) -> int:
         return check.returncode
 
     workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
-    codes: list[int] = []
     try:
         codes = [w.wait() for w in workers]
-    except KeyboardInterrupt:  # the terminal sent SIGINT to the workers too; let them record it
+    except KeyboardInterrupt:
+        # From a terminal the workers got the SIGINT too: give them time to record their
+        # interrupted trials (a second SIGINT could cut that short); otherwise pass it on.
         for w in workers:
-            if w.poll() is None:
+            try:
+                w.wait(timeout=5)
+            except subprocess.TimeoutExpired:
                 w.send_signal(signal.SIGINT)
-        codes = [w.wait() for w in workers]
+        for w in workers:
+            w.wait()
         print("workbench sweep: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
@@ -87,7 +92,7 @@ def sweep_main(argv: list[str]) -> int:
         path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)
                          / f"{study_name}.summary.csv")
         print(f"summary written to {path}")
-    except Exception as exc:  # the workers' own summaries were printed already
+    except Exception as exc:  # e.g. the storage went away: the trials are still stored
         print(f"workbench sweep: no summary: {exc}", file=sys.stderr)
     bad = [c for c in codes if c != 0]
     return bad[0] if bad else 0
