@@ -36,3 +36,11 @@ def test_smoke_sweep_on_the_real_app_links_trials_and_runs(tmp_path: Path):
         assert config["trial"]["params"] == t.params
         assert config["agent"]["e_clip"] == pytest.approx(t.params["agent.e_clip"])
         assert config["torch_threads"] == 1
+
+
+def test_out_of_range_search_space_is_refused_before_any_trial(tmp_path: Path):
+    cmd = [sys.executable, "-m", "workbench.cli", "sweep", "smoke", "agent.e_clip=interval(-0.1, 0.3)"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env_for(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "agent.e_clip=-0.1 is not allowed: must be > 0" in done.stderr
+    assert not (tmp_path / "multirun" / "smoke" / "0").exists()

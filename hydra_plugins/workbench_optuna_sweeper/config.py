@@ -44,6 +44,9 @@ class WorkbenchOptunaSweeperConf:
     objective: ObjectiveConf = field(default_factory=ObjectiveConf)
     heartbeat: HeartbeatConf = field(default_factory=HeartbeatConf)
     wait_for_running: bool = True  # at the end, wait for (and reap) other workers' trials
+    # dotted path of a function(cfg) that raises on an invalid job config (e.g.
+    # workbench.config.validate): applied before any trial to jobs at the search extremes
+    validate: Optional[str] = None
     dry_run: bool = False  # validate the sweep and create the study, run nothing
     print_summary: bool = True  # the summary table at the end (`workbench sweep` prints it once)
     summary_csv: bool = True

@@ -18,6 +18,7 @@ import optuna
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from workbench.sweep.driver import HeartbeatSettings, StudyDriver
@@ -73,13 +74,26 @@ class WorkbenchOptunaSweeper(Sweeper):
         """Compose a job at the search space's extremes: catches wrong types, bad groups,
         schema violations before any trial starts."""
         loader = self.hydra_context.config_loader
+        check = self.conf.get("validate")
+        if check:
+            try:
+                check_fn = get_method(str(check))
+            except Exception as exc:
+                raise SweepConfigError(f"hydra.sweeper.validate: cannot import {check!r}: {exc}") from exc
         for overrides in space.extremes():
             try:
-                loader.load_sweep_config(self.config, overrides + extra)
+                composed = loader.load_sweep_config(self.config, overrides + extra)
             except Exception as exc:
                 raise SweepConfigError(
                     f"the sweep does not compose with the overrides {overrides}: {exc}"
                 ) from exc
+            if check:
+                try:
+                    check_fn(composed)
+                except Exception as exc:
+                    raise SweepConfigError(
+                        f"{check} refuses the sweep's extreme values {overrides}: {exc}"
+                    ) from exc
 
     # -- the sweep -------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
