@@ -74,7 +74,8 @@ class Trainer:
         self.loss = ClipPPOLoss(self.actor, self.critic, clip_epsilon=w.clip, entropy_bonus=False,
                                 critic_coeff=0.5, loss_critic_type="l2", normalize_advantage=True)
         self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=w.lr, eps=1e-5)
-        self.collector = Collector(self.env, self.actor, frames_per_batch=w.steps_per_iteration, total_frames=-1)
+        self.collector = Collector(self.env, self.actor, frames_per_batch=w.steps_per_iteration, total_frames=-1,
+                                   auto_register_policy_transforms=False)
         self.batches = iter(self.collector)
         self.buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(w.steps_per_iteration),
                                              sampler=SamplerWithoutReplacement(), batch_size=w.minibatch_size)
