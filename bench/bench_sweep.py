@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,11 @@ def _run(cmd: list[str], cwd: Path) -> float:
     if done.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def overhead(kind: str, n: int) -> dict:
@@ -86,10 +92,17 @@ def throughput(workers: int, n: int, seconds: float, real: bool) -> dict:
         else:
             write_sweep(tmp, name, {"n_trials": n, "pruner": None}, iterations=10, iteration_seconds=seconds / 10)
             cmd = sweep_cli_cmd(tmp, name, ["--workers", str(workers), "fake.busy=true"])
+        cpu0 = _children_cpu()
         wall = _run(cmd, tmp)
         study = open_study(tmp, name)
         _, span = _span(study)
+        busy = sum(t.duration.total_seconds() for t in study.trials)
+        cpu = _children_cpu() - cpu0
         return {"workers": workers, "trials": n, "span_s": span, "command_wall_s": wall,
+                # share of worker-time spent inside trials: ~1.0 = no idle worker (no barrier);
+                # the speed-up left over is the CPU's (shared machines: see loadavg_before)
+                "busy_fraction": busy / (workers * span),
+                "cpu_s_per_trial": cpu / n,
                 "trials_per_hour_span": 3600 * n / span, "trials_per_hour_wall": 3600 * n / wall}
 
 

@@ -59,6 +59,8 @@ def sweep_main(argv: list[str]) -> int:
     if args.storage:
         env[ENV_STORAGE] = args.storage
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one core a worker, numpy included
+        env.setdefault(var, "1")
     cmd = worker_command(args.app, args.name, args, extra)
 
     # Validate once (bad sweep file: one clear error, non-zero exit) and create the study.
