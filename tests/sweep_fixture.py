@@ -62,9 +62,16 @@ def run_sweep(root: Path, study: str = STUDY, n_trials: int = N_TRIALS, workers:
     return SweepFixture(root=root, study=study, storage=str(storage), env=env)
 
 
+_SWEEP: list[SweepFixture] = []
+
+
 @pytest.fixture(scope="session")
 def real_sweep(tmp_path_factory) -> SweepFixture:
-    return run_sweep(tmp_path_factory.mktemp("sweep"))
+    # Each test module that imports this fixture gets its own definition of it (pytest keys
+    # fixtures by the module defining them), so the sweep itself is memoised: one per session.
+    if not _SWEEP:
+        _SWEEP.append(run_sweep(tmp_path_factory.mktemp("sweep")))
+    return _SWEEP[0]
 
 
 # ---- a synthetic study (no training, no W&B files): fast tests of the analysis code ----

@@ -325,3 +325,18 @@ def test_latest_run_picks_the_newest_run_file(tmp_path):
     assert wa.latest_run(tmp_path) == runs[1]
     (runs[1] / "workbench-superseded.json").write_text("{}")  # replaced by a fallback run
     assert wa.latest_run(tmp_path) == runs[2]
+
+
+def test_a_failing_wandb_api_is_tried_once(tmp_path, monkeypatch):
+    trials = [dict(state="COMPLETE", params=[0.1, 0.9, True], value=1.0, intermediate={},
+                   user_attrs={"wandb_run_dir": str(tmp_path / "gone" / f"run-20260101_000000-r{i}")}) for i in range(3)]
+    fake_study(tmp_path / "o.journal", "o", trials=trials)
+    calls = []
+
+    def no_api():
+        calls.append(1)
+        raise RuntimeError("offline")
+
+    monkeypatch.setattr("workbench.analysis.histories.default_api", no_api)
+    histories = wa.join_histories(wa.load_study(str(tmp_path / "o.journal"), "o"))
+    assert len(calls) == 1 and len(histories.missing) == 3

@@ -168,3 +168,39 @@ def test_report_cli_leaves_wandb_alone_for_offline_runs(tmp_path, monkeypatch, c
 
 def test_repo_ci_installs_chromium():
     assert "command -v chromium >/dev/null || need+=(chromium)" in (REPO / ".ci" / "run").read_text()
+
+
+def test_report_cli_saves_a_wandb_report_for_online_runs(tmp_path, monkeypatch, capsys, no_wandb_network):
+    import wandb_workspaces.reports.v2 as wr
+
+    from test_analysis import FakeApi
+
+    saved = []
+    monkeypatch.setattr(wr.Report, "save", lambda self, *a, **k: saved.append(self) or self)
+    api = FakeApi([{"info/frames": 2048, "eval/episode_reward": -100.0}])
+    monkeypatch.setattr("workbench.analysis.histories.default_api", lambda: api)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    online = [dict(state="COMPLETE", params=[0.1 * (i + 1), 0.9, True], value=-100.0 * (i + 1), intermediate={},
+                   user_attrs={"wandb_run_dir": str(tmp_path / "gone" / f"run-20260101_000000-run000{i}")})
+              for i in range(2)]
+    fake_study(tmp_path / "on.journal", "on", trials=online)
+    code = report_main(["on", "--storage", str(tmp_path / "on.journal"), "--project", "proj", "--entity", "team"])
+    assert code == 0
+    assert api.paths == ["team/proj/run0000", "team/proj/run0001"]  # histories through the API
+    (report,) = saved
+    assert (report.project, report.entity) == ("proj", "team") and "W&B report" in capsys.readouterr().out
+    assert report.blocks[-1].runsets[0].filters == "Group = 'on'"
+    text = (tmp_path / "on.report.html").read_text()
+    assert "id='missing'" not in text and text.count("<img") == 6
+
+
+def test_report_cli_says_when_the_wandb_report_cannot_be_saved(tmp_path, monkeypatch, capsys):
+    def refuse():
+        raise RuntimeError("no API key configured")
+
+    monkeypatch.setattr("workbench.analysis.histories.default_api", refuse)
+    fake_study(tmp_path / "f.journal")
+    code = report_main(["fake", "--storage", str(tmp_path / "f.journal"), "--wandb-report", "always"])
+    err = capsys.readouterr().err
+    assert code == 1 and "W&B report not saved: RuntimeError: no API key configured" in err
+    assert (tmp_path / "fake.report.html").is_file()  # the HTML report is written first

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import AnalysisError
-from .histories import _project_entity, join_histories
+from .histories import join_histories, project_and_entity
 from .html_report import write_html_report
 from .study import load_study
 from .wandb_report import build_wandb_report, runs_were_online
@@ -36,7 +36,7 @@ def _wandb_report(frame, args) -> None:
     for _, row in frame.iterrows():  # the trials' configs name the project the runs went to
         if project and entity:
             break
-        project, entity = _project_entity(row, project, entity)
+        project, entity = project_and_entity(row, project, entity)
     if not entity:
         from .histories import default_api
         entity = default_api().default_entity
@@ -50,7 +50,7 @@ def report_main(argv: list[str]) -> int:
     logging.getLogger("workbench.analysis").setLevel(logging.ERROR)  # the report lists what is missing
     try:
         frame = load_study(args.storage, args.study)
-        histories = join_histories(frame)
+        histories = join_histories(frame, project=args.project, entity=args.entity)
         result = write_html_report(args.storage, args.study, args.out, histories=histories)
     except AnalysisError as exc:
         _say(f"error: {exc}")

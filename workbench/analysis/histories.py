@@ -44,7 +44,7 @@ def _was_online(row: pd.Series) -> bool:
     return bool(run_dir) and Path(run_dir).name.startswith("run-")
 
 
-def _project_entity(row: pd.Series, project: str | None, entity: str | None) -> tuple[str | None, str | None]:
+def project_and_entity(row: pd.Series, project: str | None, entity: str | None) -> tuple[str | None, str | None]:
     output_dir = _text(row.get("output_dir"))
     config_file = Path(output_dir) / "resolved_config.yaml" if output_dir else None
     if config_file is not None and config_file.is_file() and (project is None or entity is None):
@@ -84,6 +84,7 @@ def join_histories(frame: pd.DataFrame, *, api: Any = None, project: str | None 
     the arguments, the trial's ``resolved_config.yaml``, or ``WANDB_PROJECT``/``WANDB_ENTITY``.
     Trials that have neither end up in ``result.missing`` with the reason; nothing raises."""
     result = Histories()
+    api_error: Exception | None = None
     for _, row in frame.iterrows():
         number = int(row["number"])
         run_id = _text(row.get("wandb_run_id"))
@@ -104,8 +105,15 @@ def join_histories(frame: pd.DataFrame, *, api: Any = None, project: str | None 
             result.missing[number] = f"W&B files of run {run_id} are missing ({where})"
             continue
         try:
-            api = api if api is not None else default_api()
-            proj, ent = _project_entity(row, project, entity)
+            if api is None:
+                if api_error is not None:  # no key or no network: do not wait for it once per trial
+                    raise api_error
+                try:
+                    api = default_api()
+                except Exception as exc:  # noqa: BLE001
+                    api_error = exc
+                    raise
+            proj, ent = project_and_entity(row, project, entity)
             result[number] = api_history(api, run_id, proj, ent)
             result.sources[number] = "api"
         except Exception as exc:  # noqa: BLE001

@@ -144,7 +144,10 @@ def plot_training_diagnostics(frame: pd.DataFrame, histories: dict[int, pd.DataF
                     ax.plot(xs, history[key], color=color, linestyle=style, label=tag + suffix)
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel(x)
-        ax.legend(fontsize="x-small")
+        if ax.get_lines():
+            ax.legend(fontsize="x-small")
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
     note = f" (no history: trial {', '.join(map(str, missing))})" if missing else ""
     fig.suptitle("clip fractions and gradient norms" + note)
     return fig
