@@ -1,6 +1,7 @@
 """Tracker -> .wandb file -> read_run round trips, failure fallbacks, secrets."""
 from __future__ import annotations
 
+import threading
 import json
 import logging
 import os
@@ -489,3 +490,51 @@ def test_accepts_omegaconf_config(tmp_path):
         "agent": {"e_clip": 0.2, "lr": 0.2},
         "storage": "postgresql://optuna:***@db.example.org:5432/studies",
     }
+
+
+# ------------------------------------------------------ background start
+def _slow_init(monkeypatch, started: threading.Event, fail_online: bool = False):
+    real_init = wandb.init
+
+    def init(*args, **kwargs):
+        started.wait(timeout=30)  # hold the start until the test has logged rows
+        if fail_online and kwargs["settings"].mode == "online":
+            raise wandb.errors.CommError("no network")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+
+
+def test_background_start_keeps_rows_logged_while_starting(tmp_path, monkeypatch):
+    release = threading.Event()
+    _slow_init(monkeypatch, release)
+    rows = make_rows(8, seed=11)
+    tracker = Tracker.start(make_config(), LoggerConfig(group="bg"), tmp_path / "out", background=True)
+    for row in rows[:5]:
+        tracker.log(row)
+    assert not tracker.started and tracker.run_id is None  # still starting: the rows wait in memory
+    release.set()
+    for row in rows[5:]:
+        tracker.log(row)
+    tracker.finish()
+    assert tracker.started and tracker.run_id
+    run = read_run(tmp_path / "out")
+    assert run.state == "finished" and run.group == "bg" and run.run_id == tracker.run_id
+    assert_history_equals(run.history, rows)
+
+
+def test_background_start_failure_falls_back_offline(tmp_path, monkeypatch, caplog):
+    release = threading.Event()
+    _slow_init(monkeypatch, release, fail_online=True)
+    rows = make_rows(6, seed=12)
+    with caplog.at_level(logging.WARNING, logger="workbench.tracking"):
+        tracker = Tracker.start(make_config(), LoggerConfig(mode="online", entity="nobody"), tmp_path / "out",
+                                background=True)
+        for row in rows[:3]:
+            tracker.log(row)
+        release.set()
+        for row in rows[3:]:
+            tracker.log(row)
+        tracker.finish()
+    assert len(_warnings(caplog)) == 1 and tracker.mode == "offline"
+    assert_history_equals(read_run(tmp_path / "out").history, rows)

@@ -86,17 +86,27 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
     config_dict = resolved_config(cfg)
     (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config_dict)))
 
-    tracker = Tracker.start(config_dict, OmegaConf.to_object(cfg.logger), output_dir)
-    result = TrainResult(output_dir=output_dir, wandb_run_id=tracker.run_id,
-                         wandb_run_dir=str(tracker.run_dir) if tracker.run_dir else None)
-    if callbacks.on_start:
-        callbacks.on_start({"wandb_run_id": result.wandb_run_id, "wandb_run_dir": result.wandb_run_dir,
-                            "output_dir": str(output_dir)})
+    # W&B starts in the background (about a second) while the first iterations train.
+    tracker = Tracker.start(config_dict, OmegaConf.to_object(cfg.logger), output_dir, background=True)
+    result = TrainResult(output_dir=output_dir)
+    announced = False
+
+    def announce_run() -> None:
+        nonlocal announced
+        announced = True
+        result.wandb_run_id = tracker.run_id
+        result.wandb_run_dir = str(tracker.run_dir) if tracker.run_dir else None
+        if callbacks.on_start:
+            callbacks.on_start({"wandb_run_id": result.wandb_run_id, "wandb_run_dir": result.wandb_run_dir,
+                                "output_dir": str(output_dir)})
+
     best = -float("inf")
 
     def on_iteration(metrics: dict[str, float]) -> None:
         nonlocal best
         tracker.log(metrics)
+        if not announced and tracker.started:
+            announce_run()
         result.history.append(metrics)
         if "eval/episode_reward" in metrics:
             result.final_eval_return = metrics["eval/episode_reward"]
@@ -120,6 +130,8 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
                                 "final_eval_return": result.final_eval_return,
                                 "best_eval_return": result.best_eval_return})
         tracker.finish(exit_code)
+        if not announced:
+            announce_run()
         # a W&B failure mid-run moves the metrics to a fallback offline run with a new id
         result.wandb_run_id = tracker.run_id
         result.wandb_run_dir = str(tracker.run_dir) if tracker.run_dir else None

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Set
@@ -108,6 +109,9 @@ class Tracker:
         self._final: Dict[str, float] = {}
         self._best: Dict[str, float] = {}
         self._dirs_before: Set[Path] = set()
+        self._starter: Optional[threading.Thread] = None
+        self._started_run: Any = None
+        self._start_error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ API
     @classmethod
@@ -118,18 +122,34 @@ class Tracker:
         output_dir: Path,
         *,
         step_metric: str = "info/frames",
+        background: bool = False,
     ) -> "Tracker":
-        """Start the run under ``<output_dir>/wandb/``. Never raises for W&B trouble."""
+        """Start the run under ``<output_dir>/wandb/``. Never raises for W&B trouble.
+
+        With ``background=True`` W&B starts in a thread (it takes about a second) while
+        training goes on: rows logged meanwhile are kept and sent once the run is up, and
+        ``run_id``/``run_dir`` are None until then (``finish`` always waits for it).
+        """
         tracker = cls(config, logger, output_dir, step_metric, resolve_mode(logger.mode))
         if tracker.mode == "disabled":
             return tracker
         tracker.output_dir.mkdir(parents=True, exist_ok=True)
         tracker._dirs_before = _run_dirs(tracker.output_dir / "wandb")
+        if background:
+            tracker._starter = threading.Thread(target=tracker._start_in_background, name="wandb-start", daemon=True)
+            tracker._starter.start()
+            return tracker
         try:
             tracker._attach(tracker._init(tracker.mode))
         except Exception as exc:  # noqa: BLE001 - any W&B failure means: fall back
             tracker._recover(f"W&B could not start in {tracker.mode} mode", exc)
         return tracker
+
+    @property
+    def started(self) -> bool:
+        """True once the W&B run is up (or given up on), so run_id and run_dir are final until a fallback."""
+        self._adopt(wait=False)
+        return self._starter is None
 
     def log(self, metrics: Mapping[str, float]) -> None:
         """Log one training iteration. Never raises."""
@@ -139,6 +159,9 @@ class Tracker:
             self._track_returns(row)
         except Exception as exc:  # noqa: BLE001 - bad values must not stop training
             log.debug("tracking: could not record row: %s", exc)
+            return
+        if self._starter is not None:
+            self._adopt(wait=False)  # either still starting (row kept) or just adopted (row replayed)
             return
         if self._run is None:
             return
@@ -163,6 +186,7 @@ class Tracker:
         if self._finished:
             return
         self._finished = True
+        self._adopt(wait=True)
         self._summary.update(self.final_summary())
         while self._run is not None:
             run = self._run
@@ -251,6 +275,25 @@ class Tracker:
             original(name, scrub_text(data) if isinstance(data, str) else data)
 
         run._console_raw_callback = scrubbed
+
+    def _start_in_background(self) -> None:
+        try:
+            self._started_run = self._init(self.mode)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which falls back
+            self._start_error = exc
+
+    def _adopt(self, wait: bool) -> None:
+        """Take over a run started in the background and send it every row logged meanwhile."""
+        starter = self._starter
+        if starter is None or (starter.is_alive() and not wait):
+            return
+        starter.join()
+        self._starter = None
+        if self._start_error is not None:
+            self._recover(f"W&B could not start in {self.mode} mode", self._start_error)  # replays the rows
+            return
+        self._attach(self._started_run)
+        self._replay()
 
     def _attach(self, run: Any) -> None:
         self._run = run
