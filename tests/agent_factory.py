@@ -119,3 +119,16 @@ class ScriptedEnv:
 
     def close(self) -> None:
         pass
+
+
+def gae_loop(rewards, values, next_values, dones, gamma, tau):
+    """Plain-Python GAE over [T][N] lists: the independent reference for compute_gae."""
+    T, N = len(rewards), len(rewards[0])
+    adv = [[0.0] * N for _ in range(T)]
+    for n in range(N):
+        following = 0.0
+        for t in reversed(range(T)):
+            delta = rewards[t][n] + gamma * next_values[t][n] - values[t][n]
+            following = delta + gamma * tau * (0.0 if dones[t][n] else 1.0) * following
+            adv[t][n] = following
+    return adv

@@ -14,7 +14,7 @@ import torch
 from tensordict import TensorDict
 from torch.distributions import Normal, kl_divergence
 
-from agent_factory import ScriptedEnv, make_agent, params_snapshot, same_params
+from agent_factory import ScriptedEnv, gae_loop, make_agent, params_snapshot, same_params
 from workbench.agents.base.config import EvaluatorConfig, MaxEpisodeLengthManagerConfig
 from workbench.agents.common import checkpoint as ckpt
 from workbench.agents.common.episode_length import max_episode_length
@@ -51,16 +51,6 @@ def record_steps(agent, tamper=None):
     return records
 
 
-def gae_loop(rewards, values, next_values, dones, gamma, tau):
-    T, N = len(rewards), len(rewards[0])
-    adv = [[0.0] * N for _ in range(T)]
-    for n in range(N):
-        following = 0.0
-        for t in reversed(range(T)):
-            delta = rewards[t][n] + gamma * next_values[t][n] - values[t][n]
-            following = delta + gamma * tau * (0.0 if dones[t][n] else 1.0) * following
-            adv[t][n] = following
-    return adv
 
 
 def scripted_trajectory(env: ScriptedEnv, T: int):

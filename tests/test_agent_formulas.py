@@ -15,7 +15,7 @@ import torch
 from tensordict import TensorDict
 from torch.distributions import Normal, kl_divergence
 
-from agent_factory import actor_config, mlp, model_config
+from agent_factory import actor_config, gae_loop, mlp, model_config
 from workbench.agents.common.gradients import BadGradientError, inspect_and_clip
 from workbench.agents.common.running_mean_std import RewardNormalizer, RunningMeanStd
 from workbench.agents.ppo import losses
@@ -116,17 +116,6 @@ def test_model_out_keys_must_cover_actor_and_critic_out_keys():
 
 
 # ---------------------------------------------------------------- 2. GAE
-def gae_loop(rewards, values, next_values, dones, gamma, tau):
-    """Plain-Python GAE over [T][N] lists."""
-    T, N = len(rewards), len(rewards[0])
-    adv = [[0.0] * N for _ in range(T)]
-    for n in range(N):
-        following = 0.0
-        for t in reversed(range(T)):
-            delta = rewards[t][n] + gamma * next_values[t][n] - values[t][n]
-            following = delta + gamma * tau * (0.0 if dones[t][n] else 1.0) * following
-            adv[t][n] = following
-    return adv
 
 
 def test_gae_against_python_loop_with_terminations_and_truncations():
