@@ -20,9 +20,11 @@ USAGE = """usage: workbench <command> [args]
 
 commands:
   train [HYDRA_OVERRIDES...]      one training run (a Hydra app; -m +sweep=<name> runs an Optuna sweep)
-  sweep <name> [--workers N]      an Optuna sweep with N worker processes sharing one study
+  sweep <name> [--workers N] [--n-trials N] [--storage URL] [--study-name S] [overrides...]
+                                  an Optuna sweep with N worker processes sharing one study
   runs [DIR]                      list local W&B runs
-  report <study> [--storage URL]  write an HTML report of a sweep
+  report <study> [--storage URL] [--out PATH] [--wandb-report auto|always|never]
+                                  write an HTML report of a sweep (and a W&B report when online)
 """
 
 
