@@ -167,3 +167,16 @@ def test_evaluation_components_give_success_and_failure_rates(tiny_config, tmp_p
     assert metrics["eval/termination/out_of_bounds/failure_rate"] == pytest.approx(expected)
     assert metrics["eval/success_rate"] == pytest.approx(1 - expected)
     assert 0 <= metrics["eval/termination/out_of_bounds/mean"] <= 1
+
+
+def test_mujoco_task_trains_through_the_gymnasium_adapter(tmp_path):
+    from conftest import compose_config
+    cfg = compose_config(["env=halfcheetah", "env.num_envs=2", "agent.num_steps=64", "agent.batch_size=64",
+                          "agent.num_mini_epochs=1", "agent.training_max_steps=512", "agent.evaluator.max_eval_steps=20",
+                          "agent.evaluator.num_envs=1", "logger.mode=disabled", "torch_threads=1"])
+    result = run_training(cfg, tmp_path / "run")
+    assert len(result.history) == 4 and result.frames == 512
+    assert all(row["actor/grad_norm_before_clip"] > 0 for row in result.history)
+    assert result.final_eval_return is not None
+    state = model_state(tmp_path / "run" / "last.ckpt")
+    assert state["_actor.logstd"].shape == (6,)  # HalfCheetah's action dim, filled from the env
