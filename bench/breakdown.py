@@ -2,7 +2,7 @@
 
     python -m bench.breakdown [--workload halfcheetah_cleanrl] [--iterations 3]
 
-Times one iteration's phases by wrapping the agent's own methods with timers: the env step, the
+Times (process CPU time, one torch thread) one iteration's phases by wrapping the agent's own methods with timers: the env step, the
 policy/critic forwards during collection, the rest of collection (buffer writes, bookkeeping),
 targets (reward norm + GAE), and in the update the actor loss, the critic forward/loss, the two
 apply_gradients (backward + clip + Adam) and metric accumulation. Writes bench/results/breakdown_<workload>.json.
@@ -33,11 +33,11 @@ class Timers:
         inner = getattr(owner, attr)
 
         def timed(*args, **kwargs):
-            start = time.perf_counter()
+            start = time.process_time()
             try:
                 return inner(*args, **kwargs)
             finally:
-                self.totals[label] += time.perf_counter() - start
+                self.totals[label] += time.process_time() - start
         setattr(owner, attr, timed)
 
 
@@ -58,29 +58,29 @@ def breakdown(workload_name: str, iterations: int) -> dict:
     timers.wrap(agent.model.critic, "forward", "critic.forward (collect + update)")
     original_add = metrics.MeanAccumulator.add
     def timed_add(self, values):
-        start = time.perf_counter()
+        start = time.process_time()
         original_add(self, values)
-        timers.totals["update/metric accumulation"] += time.perf_counter() - start
+        timers.totals["update/metric accumulation"] += time.process_time() - start
     metrics.MeanAccumulator.add = timed_add
     model_forward = agent.model.forward
     def timed_model(*args, **kwargs):
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             return model_forward(*args, **kwargs)
         finally:
-            timers.totals["collect/policy forward (actor+critic)"] += time.perf_counter() - start
+            timers.totals["collect/policy forward (actor+critic)"] += time.process_time() - start
     agent.model.forward = timed_model
     walls = []
     for _ in range(iterations):
-        start = time.perf_counter()
+        start = time.process_time()
         agent.train_iteration()
-        walls.append(time.perf_counter() - start)
+        walls.append(time.process_time() - start)
     metrics.MeanAccumulator.add = original_add
     trainer.close()
     total = sum(walls)
     per_iter = {k: v / iterations for k, v in sorted(timers.totals.items())}
     return {"workload": workload_name, "iterations": iterations, "torch_threads": torch.get_num_threads(),
-            "seconds_per_iteration": statistics.median(walls),
+            "seconds_per_iteration": statistics.median(walls), "clock": "process CPU time",
             "steps_per_second": WORKLOADS[workload_name].steps_per_iteration / statistics.median(walls),
             "phase_seconds_per_iteration": per_iter,
             "phase_share": {k: v * iterations / total for k, v in per_iter.items()},

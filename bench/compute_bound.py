@@ -7,7 +7,8 @@ our agent's ``optimize`` (all epochs x minibatches of one iteration) timed after
 its useful FLOPs are the MLPs' forward + backward matmuls, counted per minibatch as
 forward 2*B*in*out per layer, backward 2*B*in*out for the weight gradient of every layer plus
 2*B*in*out for the input gradient of every layer but the first, for actor and critic.
-Writes bench/results/compute_bound.json.
+All times are process CPU time (one torch thread), so other jobs on a shared machine do not
+dilute the figures. Writes bench/results/compute_bound.json.
 """
 from __future__ import annotations
 
@@ -32,18 +33,18 @@ def matmul_gflops(m: int, k: int, n: int, min_seconds: float = 0.3, repeats: int
     torch.mm(a, b, out=out)
     calls = 1
     while True:  # calibrate a batch of calls that takes about min_seconds / repeats
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(calls):
             torch.mm(a, b, out=out)
-        if time.perf_counter() - start > min_seconds / repeats:
+        if time.process_time() - start > min_seconds / repeats:
             break
         calls *= 2
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(calls):
             torch.mm(a, b, out=out)
-        best = min(best, (time.perf_counter() - start) / calls)
+        best = min(best, (time.process_time() - start) / calls)
     return 2.0 * m * k * n / best / 1e9
 
 
@@ -73,12 +74,12 @@ def time_update(w: Workload, iterations: int = 3) -> dict:
     agent.train_iteration()  # warm-up
     collect, update = [], []
     for _ in range(iterations):
-        start = time.perf_counter()
+        start = time.process_time()
         buf, _ = agent.collect_rollout()
         agent.compute_targets(buf)
-        mid = time.perf_counter()
+        mid = time.process_time()
         agent.optimize(buf)
-        update.append(time.perf_counter() - mid)
+        update.append(time.process_time() - mid)
         collect.append(mid - start)
     obs_dim = agent.env.get_obs()["obs"].shape[-1]
     trainer.close()

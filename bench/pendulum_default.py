@@ -79,37 +79,44 @@ def main() -> None:
     rsl_rec = EpisodeRecorder(rsl_env.env)
     per_iter = 1024 * 32
     ours_curve, rsl_curve = [], []
-    ours_wall = rsl_wall = 0.0
-    ours_marks: dict[str, float | None] = {"train": None, "eval": None}
+    ours_wall = rsl_wall = ours_cpu = rsl_cpu = 0.0
+    ours_marks: dict[str, float | None] = {"train": None, "eval": None, "train_cpu": None, "eval_cpu": None}
     while agent.step_count < args.steps:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         logs = agent.train_iteration()
         ours_wall += time.perf_counter() - start
-        point = {"frames": agent.step_count, "wall_s": ours_wall, "train_return": logs["info/episode_reward"]}
+        ours_cpu += time.process_time() - cpu
+        point = {"frames": agent.step_count, "wall_s": ours_wall, "cpu_s": ours_cpu,
+                 "train_return": logs["info/episode_reward"] if ours_rec.returns else None}
         if "eval/episode_reward" in logs:
             point["eval_return"] = logs["eval/episode_reward"]
             if ours_marks["eval"] is None and point["eval_return"] >= EVAL_MARK:
-                ours_marks["eval"] = ours_wall
+                ours_marks["eval"], ours_marks["eval_cpu"] = ours_wall, ours_cpu
         if ours_marks["train"] is None and ours_rec.returns and point["train_return"] >= TRAIN_MARK:
-            ours_marks["train"] = ours_wall
+            ours_marks["train"], ours_marks["train_cpu"] = ours_wall, ours_cpu
         ours_curve.append(point)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         runner.learn(num_learning_iterations=1)
         rsl_wall += time.perf_counter() - start
+        rsl_cpu += time.process_time() - cpu
         recent = rsl_rec.returns[-1024:]
-        rsl_curve.append({"frames": len(rsl_curve) * per_iter + per_iter, "wall_s": rsl_wall,
+        rsl_curve.append({"frames": len(rsl_curve) * per_iter + per_iter, "wall_s": rsl_wall, "cpu_s": rsl_cpu,
                           "train_return": sum(recent) / len(recent) if recent else None})
-    final_eval = agent.evaluate()["eval/episode_reward"]
+    final_eval = ours_curve[-1].get("eval_return")
+    if final_eval is None:
+        final_eval = agent.evaluate()["eval/episode_reward"]  # as fit() ends every run with an evaluation
     rsl_det = rsl_deterministic_return(runner, seed=args.seed + 1_000_003)
     result = {
         "steps": args.steps, "seed": args.seed, "threads": args.threads,
-        "ours": {"wall_s": ours_wall, "sps": agent.step_count / ours_wall,
+        "ours": {"wall_s": ours_wall, "sps": agent.step_count / ours_wall, "cpu_s": ours_cpu,
                  "wall_s_to_train_return_ge_-300": ours_marks["train"],
                  "wall_s_to_eval_return_ge_-250": ours_marks["eval"],
+                 "cpu_s_to_train_return_ge_-300": ours_marks["train_cpu"],
+                 "cpu_s_to_eval_return_ge_-250": ours_marks["eval_cpu"],
                  "final_train_return": ours_curve[-1]["train_return"], "final_eval_return": final_eval,
                  "curve": ours_curve},
-        "rsl_rl": {"wall_s": rsl_wall, "sps": len(rsl_curve) * per_iter / rsl_wall,
+        "rsl_rl": {"wall_s": rsl_wall, "sps": len(rsl_curve) * per_iter / rsl_wall, "cpu_s": rsl_cpu,
                    "final_train_return": rsl_curve[-1]["train_return"], "final_deterministic_return": rsl_det,
                    "curve": rsl_curve},
         "machine": machine_info(),

@@ -83,19 +83,19 @@ def breakdown_section(breakdowns: list[dict], bound: dict | None) -> list[str]:
     lines = []
     if breakdowns:
         lines += ["## Where our iteration's time goes", "",
-                  "Phase timers around the agent's own methods (`python -m bench.breakdown`); shares of the "
-                  "iteration's wall time. Nested rows are part of the row above them; `critic.forward` counts "
+                  "Phase timers (process CPU time) around the agent's own methods (`python -m bench.breakdown`); "
+                  "shares of the iteration's CPU time. Nested rows are part of the row above them; `critic.forward` counts "
                   "the critic in collection (next-state values) and in the update.", ""]
         for b in breakdowns:
             lines += [f"### {b['workload']}: {fmt(b['seconds_per_iteration'], 2)} s per iteration "
-                      f"({fmt(b['steps_per_second'])} steps/s in this run)", "", "| phase | s / iteration | share |",
+                      f"({fmt(b['steps_per_second'])} steps per CPU-second in this run)", "", "| phase | s / iteration | share |",
                       "|---|---:|---:|"]
             for phase, sec in b["phase_seconds_per_iteration"].items():
                 lines.append(f"| {phase} | {sec:.3f} | {100 * b['phase_share'][phase]:.0f}% |")
             lines += ["", f"Reproduce: `{b['command']}`", ""]
     if bound:
         lines += ["## The compute bound", "",
-                  f"float32 matmul on this machine, {bound['threads']} thread(s): "
+                  f"float32 matmul on this machine, {bound['threads']} thread(s), GFLOP per CPU-second: "
                   + ", ".join(f"{n}x{n}: {g:.1f} GFLOP/s" for n, g in bound["square_matmul_gflops"].items())
                   + f"; peak taken as {bound['peak_gflops']:.1f} GFLOP/s.", "",
                   "Update phase = our `optimize()` for one iteration (all epochs x minibatches). Useful FLOPs = "
@@ -174,7 +174,8 @@ def pendulum_section(p: dict | None) -> list[str]:
     import matplotlib.pyplot as plt
     o, r = p["ours"], p["rsl_rl"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([c["wall_s"] for c in o["curve"]], [c["train_return"] for c in o["curve"]], label="ours, training")
+    oc = [c for c in o["curve"] if c["train_return"] is not None]
+    ax.plot([c["wall_s"] for c in oc], [c["train_return"] for c in oc], label="ours, training")
     evals = [c for c in o["curve"] if "eval_return" in c]
     ax.plot([c["wall_s"] for c in evals], [c["eval_return"] for c in evals], "o-", label="ours, deterministic eval")
     rc = [c for c in r["curve"] if c["train_return"] is not None]
@@ -196,10 +197,13 @@ def pendulum_section(p: dict | None) -> list[str]:
              "| | ours | rsl_rl |", "|---|---:|---:|",
              f"| steps | {p['steps']:,} | {p['steps']:,} |",
              f"| training wall s | {o['wall_s']:.1f} | {r['wall_s']:.1f} |",
+             f"| training CPU s | {fmt(o.get('cpu_s'), 1)} | {fmt(r.get('cpu_s'), 1)} |",
              f"| steps/s | {o['sps']:,.0f} | {r['sps']:,.0f} |",
              f"| wall s to training return >= -300 | {fmt(o['wall_s_to_train_return_ge_-300'], 1)} | - |",
              f"| wall s to eval return >= -250 | {fmt(o['wall_s_to_eval_return_ge_-250'], 1)} | - |",
-             f"| final training return | {o['final_train_return']:.1f} | {fmt(r['final_train_return'], 1)} |",
+             f"| CPU s to training return >= -300 | {fmt(o.get('cpu_s_to_train_return_ge_-300'), 1)} | - |",
+             f"| CPU s to eval return >= -250 | {fmt(o.get('cpu_s_to_eval_return_ge_-250'), 1)} | - |",
+             f"| final training return | {fmt(o['final_train_return'], 1)} | {fmt(r['final_train_return'], 1)} |",
              f"| final deterministic return | {o['final_eval_return']:.1f} | {r['final_deterministic_return']:.1f} |",
              "", f"![pendulum curve]({png.relative_to(ROOT)})", "", f"Reproduce: `{p['command']}`", ""]
     return lines
