@@ -59,19 +59,13 @@ def test_batched_peers_train_on_the_pendulum_workload(peer, module):
     _train(peer, TINY_PENDULUM)
 
 
-@pytest.mark.parametrize("name,module", [("ours", None), ("sb3", "stable_baselines3"), ("rsl_rl", "rsl_rl")])
+@pytest.mark.parametrize("name,module", [("ours", None), ("sb3", "stable_baselines3"), ("rsl_rl", "rsl_rl"),
+                                         ("torchrl", "torchrl")])
 def test_trainers_run_halfcheetah(name, module):
     pytest.importorskip("mujoco")
     if module:
         pytest.importorskip(module)
     _train(name, TINY_CHEETAH)
-
-
-@pytest.mark.slow
-def test_torchrl_runs_halfcheetah():
-    pytest.importorskip("torchrl")
-    pytest.importorskip("mujoco")
-    _train("torchrl", TINY_CHEETAH)
 
 
 def test_runner_reports_per_round_ratios(tmp_path):
