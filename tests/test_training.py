@@ -180,3 +180,24 @@ def test_mujoco_task_trains_through_the_gymnasium_adapter(tmp_path):
     assert result.final_eval_return is not None
     state = model_state(tmp_path / "run" / "last.ckpt")
     assert state["_actor.logstd"].shape == (6,)  # HalfCheetah's action dim, filled from the env
+
+
+@pytest.mark.parametrize("env", ["env=pendulum", "env=cartpole"])
+def test_next_values_equal_the_critic_on_each_next_observation(tiny_config, env):
+    """The rollout reuses the next step's value for envs that go on; it must equal the reference's
+    per-step critic(next_obs) * (1 - terminated), truncations and terminations included."""
+    agent = build_agent(tiny_config(env, "env.max_episode_length=7", "logger.mode=disabled",
+                                    "+env.reset_noise=0.5" if env == "env=cartpole" else "seed=1"), None)
+    reference, original_step = [], agent.env.step
+
+    def step(action):
+        result = original_step(action)
+        with torch.no_grad():
+            value = agent.model.critic(result.obs.clone()).get("value")
+        reference.append(value * (~result.terminated).unsqueeze(-1))
+        return result
+
+    agent.env.step = step
+    buf, _ = agent.collect_rollout()
+    assert buf["dones"].any(), "no episode ended: the test would not exercise the bootstrap"
+    assert torch.equal(buf["next_value"], torch.stack(reference))

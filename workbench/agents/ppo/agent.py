@@ -93,14 +93,19 @@ class PPO(BaseAgent):
             obs = self.env.reset(self.done_ids)
             td = self.model(obs.clone(False))
             step = self.env.step(td.get("action"))
-            next_value = self.model.critic(step.obs.clone(False)).get("value")
             row = {**{k: td.get(k) for k in self.obs_keys + list(MODEL_KEYS)},
-                   "rewards": step.reward, "dones": step.dones,
-                   "next_value": next_value * (~step.terminated).unsqueeze(-1)}
+                   "rewards": step.reward, "dones": step.dones, "terminated": step.terminated}
             if not buf:
                 buf = {k: torch.empty((T, *v.shape), dtype=v.dtype, device=dev) for k, v in row.items()}
+                buf["next_value"] = torch.zeros_like(buf["value"])
             for k, v in row.items():
                 buf[k][t] = v
+            # V(next obs) of an env that goes on is the next step's value, computed anyway; only
+            # truncated envs (whose next obs is replaced by a reset) need the critic here.
+            truncated_ids = (step.truncated & ~step.terminated).nonzero().squeeze(-1)
+            if truncated_ids.numel():
+                final_obs = step.obs[truncated_ids]
+                buf["next_value"][t, truncated_ids] = self.model.critic(final_obs.clone(False)).get("value")
 
             self.reward_norm.record_reward(step.reward, step.terminated)
             dones = step.dones
@@ -118,6 +123,7 @@ class PPO(BaseAgent):
                     extras_sum[key] = extras_sum.get(key, 0) + stats
             self.done_ids = dones.nonzero().squeeze(-1)
 
+        self._fill_next_values(buf, step.obs)
         for key in MODEL_KEYS:
             if not torch.isfinite(buf[key]).all():
                 raise FloatingPointError(f"non-finite {key!r} in the rollout at epoch {self.epoch}")
@@ -134,6 +140,15 @@ class PPO(BaseAgent):
             logs[f"env/{key}_mean"] = mean
             logs[f"env/{key}_std"] = std
         return buf, logs
+
+    @torch.no_grad()
+    def _fill_next_values(self, buf: dict[str, torch.Tensor], last_obs) -> None:
+        """next_value[t] = V(obs after step t): 0 on termination, V(final obs) on truncation (filled
+        during collection), the next step's value otherwise, and one critic pass after the last step."""
+        running = ~buf["dones"][:-1].unsqueeze(-1)
+        buf["next_value"][:-1] = torch.where(running, buf["value"][1:], buf["next_value"][:-1])
+        buf["next_value"][-1] = self.model.critic(last_obs.clone(False)).get("value")  # obs are pre-reset
+        buf["next_value"].mul_(~buf.pop("terminated").unsqueeze(-1))
 
     # ------------------------------------------------------------------ targets
     @torch.no_grad()
