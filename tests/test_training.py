@@ -201,3 +201,19 @@ def test_next_values_equal_the_critic_on_each_next_observation(tiny_config, env)
     buf, _ = agent.collect_rollout()
     assert buf["dones"].any(), "no episode ended: the test would not exercise the bootstrap"
     assert torch.equal(buf["next_value"], torch.stack(reference))
+
+
+def test_env_extras_are_logged_as_per_step_mean_and_std_averaged_over_the_rollout(tiny_config):
+    agent = build_agent(tiny_config("env=cartpole", "+env.reset_noise=0.5", "logger.mode=disabled"), None)
+    seen, original_step = [], agent.env.step
+
+    def step(action):
+        result = original_step(action)
+        seen.append(result.extras["termination/out_of_bounds"].float().clone())
+        return result
+
+    agent.env.step = step
+    _, logs = agent.collect_rollout()
+    per_step = torch.stack(seen)  # [T, N]
+    assert logs["env/termination/out_of_bounds_mean"] == pytest.approx(per_step.mean(1).mean().item(), abs=1e-6)
+    assert logs["env/termination/out_of_bounds_std"] == pytest.approx(per_step.std(1).mean().item(), abs=1e-6)

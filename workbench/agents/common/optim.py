@@ -14,6 +14,8 @@ def build_optimizer(config, params: Iterable[torch.nn.Parameter]) -> torch.optim
     kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if not f.name.startswith("_")}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
+    if cls in (torch.optim.Adam, torch.optim.AdamW):
+        kwargs.setdefault("foreach", True)  # one multi-tensor update; on CPU torch defaults to a per-tensor loop
     # A frozen logstd is included, as in the reference; it simply never gets a gradient.
     return cls(list(params), **kwargs)
 

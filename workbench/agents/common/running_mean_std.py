@@ -45,16 +45,24 @@ class RunningMeanStd(nn.Module):
         self.mean.add_(delta * n_b / n)
         self.count.copy_(n)
 
-    def _std(self, dtype: torch.dtype) -> torch.Tensor:
-        return (self.var + EPS).sqrt().to(dtype)
+    def _moments(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and sqrt(var + eps) in ``dtype``, recomputed only after the float64 buffers change."""
+        key = (dtype, self.mean.device, self.mean._version, self.var._version, id(self.mean), id(self.var))
+        cached = getattr(self, "_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self.mean.to(dtype), (self.var + EPS).sqrt().to(dtype))
+            self._cache = cached
+        return cached[1], cached[2]
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
-        centred = x - self.mean.to(x.dtype) if self.shift_mean else x
-        return (centred / self._std(x.dtype)).clamp(-self.clamp_value, self.clamp_value)
+        mean, std = self._moments(x.dtype)
+        centred = x - mean if self.shift_mean else x
+        return (centred / std).clamp(-self.clamp_value, self.clamp_value)
 
     def unnorm(self, y: torch.Tensor) -> torch.Tensor:
-        x = y.clamp(-self.clamp_value, self.clamp_value) * self._std(y.dtype)
-        return x + self.mean.to(y.dtype) if self.shift_mean else x
+        mean, std = self._moments(y.dtype)
+        x = y.clamp(-self.clamp_value, self.clamp_value) * std
+        return x + mean if self.shift_mean else x
 
 
 class RewardNormalizer(RunningMeanStd):

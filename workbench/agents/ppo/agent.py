@@ -87,7 +87,7 @@ class PPO(BaseAgent):
         finished_return = torch.zeros((), device=dev)
         finished_length = torch.zeros((), device=dev)
         finished_count = torch.zeros((), device=dev)
-        extras_sum: dict[str, torch.Tensor] = {}
+        extras_steps: dict[str, list[torch.Tensor]] = {}
 
         for t in range(T):
             obs = self.env.reset(self.done_ids)
@@ -118,9 +118,7 @@ class PPO(BaseAgent):
             self.episode_length.mul_(~dones)
             for key, value in step.extras.items():
                 if not key.startswith("raw/"):
-                    v = value.float()
-                    stats = torch.stack((v.mean(), v.std() if v.numel() > 1 else torch.zeros((), device=dev)))
-                    extras_sum[key] = extras_sum.get(key, 0) + stats
+                    extras_steps.setdefault(key, []).append(value)
             self.done_ids = dones.nonzero().squeeze(-1)
 
         self._fill_next_values(buf, step.obs)
@@ -135,10 +133,10 @@ class PPO(BaseAgent):
                                          "info/episode_length": finished_length.item() / count}
         logs = dict(self.last_episode_metrics)
         logs["info/episodes_finished"] = count
-        for key, s in extras_sum.items():
-            mean, std = (s / T).tolist()
-            logs[f"env/{key}_mean"] = mean
-            logs[f"env/{key}_std"] = std
+        for key, values in extras_steps.items():  # per-step mean and std over envs, averaged over the rollout
+            v = torch.stack(values).float().reshape(len(values), -1)
+            std = v.std(dim=1) if v.shape[1] > 1 else torch.zeros(len(values), device=dev)
+            logs[f"env/{key}_mean"], logs[f"env/{key}_std"] = torch.stack((v.mean(1).mean(), std.mean())).tolist()
         return buf, logs
 
     @torch.no_grad()
@@ -283,27 +281,42 @@ class PPO(BaseAgent):
             logs["actor/update_skipped"] = 1.0
             return logs
         logs["actor/update_skipped"] = 0.0
-        logs.update(self.apply_gradients("actor", self.model.actor, self.actor_optimizer, loss))
+        critic_total, critic_logs = self.critic_loss(batch)
+        # Actor and critic share no parameters, so one backward pass of the sum gives each network
+        # exactly its own loss's gradients; each is then checked, clipped and stepped on its own.
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        (loss + critic_total).backward()
+        logs.update(self.step_network("actor", self.model.actor, self.actor_optimizer))
+        logs.update(self.step_network("critic", self.model.critic, self.critic_optimizer))
+        logs.update(critic_logs)
+        return logs
 
+    def critic_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        c = self.config
         old_values, returns = batch.get("value"), batch.get("returns")
         values = self.model.critic(batch).get("value")
         value_loss, value_clip_frac = losses.critic_loss(values, old_values, returns, c.e_clip, c.clip_critic_loss)
         model_loss = values.new_zeros(())
         critic_total = value_loss + model_loss
-        logs.update(self.apply_gradients("critic", self.model.critic, self.critic_optimizer, critic_total))
         v, r = values.detach(), returns
         error = v - r
-        logs.update({"losses/critic_loss": critic_total.detach(), "critic/model_loss": model_loss,
-                     "critic/value_clip_frac": value_clip_frac,
-                     "critic/explained_variance": losses.explained_variance(v, r),
-                     "critic/value_mean": v.mean(), "critic/value_std": v.std(),
-                     "critic/return_mean": r.mean(), "critic/return_std": r.std(),
-                     "critic/error_mean": error.mean(), "critic/error_std": error.std()})
-        return logs
+        logs = {"losses/critic_loss": critic_total.detach(), "critic/model_loss": model_loss,
+                "critic/value_clip_frac": value_clip_frac,
+                "critic/explained_variance": losses.explained_variance(v, r),
+                "critic/value_mean": v.mean(), "critic/value_std": v.std(),
+                "critic/return_mean": r.mean(), "critic/return_std": r.std(),
+                "critic/error_mean": error.mean(), "critic/error_std": error.std()}
+        return critic_total, logs
 
     def apply_gradients(self, name: str, module, optimizer, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backward one network's loss, then check, clip and step it."""
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        return self.step_network(name, module, optimizer)
+
+    def step_network(self, name: str, module, optimizer) -> dict[str, torch.Tensor]:
+        """Check, clip and step one network's gradients (ppo-spec 3.8, workbench's skip on bad grads)."""
         c = self.config
         step: GradStep = inspect_and_clip(module, c.gradient_clip_val, c.check_grad_mag, c.fail_on_bad_grads, name)
         if not step.bad:
