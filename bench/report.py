@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ROOT = HERE.parent
-ORDER = ["halfcheetah_cleanrl", "halfcheetah_relu3x256", "pendulum_1024"]
+ORDER = ["halfcheetah_cleanrl", "halfcheetah_relu3x256", "pendulum_1024", "halfcheetah_8env"]
 
 
 def load(path: Path) -> dict | None:
