@@ -160,8 +160,9 @@ class PPO(BaseAgent):
             norm = self.reward_norm
             buf["unnormalized_rewards"] = rewards
             buf["rewards"] = norm.norm(rewards.unsqueeze(-1)).squeeze(-1)
-            values, next_values = norm.unnorm(values.unsqueeze(-1)).squeeze(-1), norm.unnorm(
-                next_values.unsqueeze(-1)).squeeze(-1)
+            # the critic predicts normalised returns; GAE runs in raw reward units
+            values = norm.unnorm(values.unsqueeze(-1)).squeeze(-1)
+            next_values = norm.unnorm(next_values.unsqueeze(-1)).squeeze(-1)
             logs.update({"rewards/unnormalized_task_rewards": rewards.mean(),
                          "reward_norm/var": norm.var.float().squeeze(),
                          "reward_norm/pre_norm_reward": rewards.mean(),
