@@ -532,3 +532,20 @@ def test_obs_normaliser_uses_previous_moments_and_updates_in_train_mode_only():
     net.eval()
     net(TensorDict({"obs": x}, batch_size=[3]))
     torch.testing.assert_close(net.obs_norm.mean, m)  # frozen in eval mode
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_reward_norm_rollout_update_equals_step_by_step(ema_decay):
+    """record_rollout (one update per rollout) gives the statistics and returns of per-step record_reward."""
+    g = torch.Generator().manual_seed(3)
+    rewards = torch.randn(12, 5, generator=g) * 3 + 1
+    terminated = torch.rand(12, 5, generator=g) < 0.2
+    stepwise = RewardNormalizer(num_envs=5, gamma=0.97, ema_decay=ema_decay)
+    batched = RewardNormalizer(num_envs=5, gamma=0.97, ema_decay=ema_decay)
+    for t in range(12):
+        stepwise.record_reward(rewards[t], terminated[t])
+    batched.record_rollout(rewards, terminated)
+    torch.testing.assert_close(batched.discounted_return, stepwise.discounted_return)
+    torch.testing.assert_close(batched.mean, stepwise.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(batched.var, stepwise.var, rtol=1e-12, atol=1e-12)
+    assert batched.count.item() == stepwise.count.item()

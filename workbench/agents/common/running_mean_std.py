@@ -85,3 +85,21 @@ class RewardNormalizer(RunningMeanStd):
         g = self.discounted_return
         g.mul_(self.gamma * (~terminated)).add_(reward)
         self.update(g.unsqueeze(-1))
+
+    @torch.no_grad()
+    def record_rollout(self, rewards: torch.Tensor, terminated: torch.Tensor) -> None:
+        """``record_reward`` for every step of a [T, N] rollout, with one statistics update.
+
+        Welford's pooled moments of all T x N returns equal the step-by-step combination (up to
+        rounding), and the reference reads the statistics only after the rollout. EMA statistics
+        depend on the order, so they are still updated step by step.
+        """
+        returns = torch.empty_like(rewards)
+        g = self.discounted_return
+        for t in range(rewards.shape[0]):
+            g.mul_(self.gamma * (~terminated[t])).add_(rewards[t])
+            returns[t] = g
+            if self.ema_decay is not None:
+                self.update(g.unsqueeze(-1))
+        if self.ema_decay is None:
+            self.update(returns.reshape(-1, 1))

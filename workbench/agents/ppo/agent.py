@@ -107,7 +107,6 @@ class PPO(BaseAgent):
                 final_obs = step.obs[truncated_ids]
                 buf["next_value"][t, truncated_ids] = self.model.critic(final_obs.clone(False)).get("value")
 
-            self.reward_norm.record_reward(step.reward, step.terminated)
             dones = step.dones
             self.episode_return += step.reward
             self.episode_length += 1
@@ -121,6 +120,7 @@ class PPO(BaseAgent):
                     extras_steps.setdefault(key, []).append(value)
             self.done_ids = dones.nonzero().squeeze(-1)
 
+        self.reward_norm.record_rollout(buf["rewards"], buf["terminated"])
         self._fill_next_values(buf, step.obs)
         for key in MODEL_KEYS:
             if not torch.isfinite(buf[key]).all():
