@@ -209,25 +209,6 @@ def pendulum_section(p: dict | None) -> list[str]:
     return lines
 
 
-def speedup_section(runs: list[dict]) -> list[str]:
-    if not runs:
-        return []
-    lines = ["## Candidate speed-ups for our agent (measured, not applied)", "",
-             "Variants of our PPO as a subclass in `bench/speedup_candidates.py` (see the analysis below for "
-             "what each changes), interleaved with the unmodified agent; process CPU time.", "",
-             "| workload | variant | steps per CPU-second | speed-up vs unmodified (median of rounds) |",
-             "|---|---|---:|---:|"]
-    for run in runs:
-        for name, v in run["variants"].items():
-            lines.append(f"| {run['workload']} | {name} | {v['cpu_sps_median']:,.0f} | {v['speedup_vs_base_median']:.2f} |")
-    for run in runs:
-        check = run.get("max_weight_difference_all_vs_base")
-        note = f" Largest weight difference after 2 iterations from one seed, `all` vs unmodified: {check}." \
-            if check is not None else ""
-        lines.append(f"\n{run['workload']}: reproduce with `{run['command']}`.{note}")
-    return lines + [""]
-
-
 def build() -> str:
     throughput = [t for t in (load(RESULTS / f"throughput_{n}.json") for n in ORDER) if t]
     breakdowns = [b for b in (load(RESULTS / f"breakdown_{n}.json") for n in ORDER) if b]
@@ -243,7 +224,6 @@ def build() -> str:
     lines += pendulum_section(pendulum)
     lines += learning_section(learning)
     lines += breakdown_section(breakdowns, bound)
-    lines += speedup_section([s for s in (load(RESULTS / f"speedup_candidates_{n}.json") for n in ORDER) if s])
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
