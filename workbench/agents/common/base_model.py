@@ -17,5 +17,5 @@ class BaseModel(TensorDictModuleBase):
         return td
 
     def compute_model_loss(self, td: TensorDictBase) -> torch.Tensor:
-        """Auxiliary loss of the sub-modules; MLP models have none."""
-        return torch.zeros(())
+        """Auxiliary loss of the sub-modules, added to both the actor and the critic loss; MLPs have none."""
+        return next(iter(td.values())).new_zeros(())

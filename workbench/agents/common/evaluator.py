@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from tensordict import TensorDict
 
 from workbench.agents.base.config import EvaluatorConfig
 
@@ -55,7 +54,7 @@ class Evaluator:
         done_ids = torch.empty(0, dtype=torch.long, device=device)
         for _ in range(self.config.max_eval_steps):
             obs = env.reset(done_ids)
-            mu, _ = actor.distribution(TensorDict(dict(obs.items()), batch_size=[n]))
+            mu, _ = actor.distribution(obs.clone(False))
             step = env.step(mu)
             ep_return += step.reward
             ep_length += 1

@@ -101,11 +101,13 @@ class PPO(BaseAgent):
             for k, v in row.items():
                 buf[k][t] = v
             # V(next obs) of an env that goes on is the next step's value, computed anyway; only
-            # truncated envs (whose next obs is replaced by a reset) need the critic here.
-            truncated_ids = (step.truncated & ~step.terminated).nonzero().squeeze(-1)
-            if truncated_ids.numel():
-                final_obs = step.obs[truncated_ids]
-                buf["next_value"][t, truncated_ids] = self.model.critic(final_obs.clone(False)).get("value")
+            # truncated envs (whose next obs is replaced by a reset) need the critic here. The last
+            # step's next values all come from one critic pass after the loop.
+            if t < T - 1:
+                truncated_ids = (step.truncated & ~step.terminated).nonzero().squeeze(-1)
+                if truncated_ids.numel():
+                    final_obs = step.obs[truncated_ids]
+                    buf["next_value"][t, truncated_ids] = self.model.critic(final_obs.clone(False)).get("value")
 
             dones = step.dones
             self.episode_return += step.reward
@@ -219,7 +221,7 @@ class PPO(BaseAgent):
         ppo = losses.ppo_actor_loss(batch.get("advantages"), ratio, c.e_clip)
         bounds = losses.bounds_loss(mu, c.bounds_loss_coef) if c.bounds_loss_coef > 0 else ppo.new_zeros(())
         extra = self.l2c2_loss(batch, mu) if c.l2c2.enabled else {}
-        model_loss = ppo.new_zeros(())
+        model_loss = self.model.compute_model_loss(batch)
         total = ppo + bounds + extra.get("actor/l2c2_weighted", 0.0) + model_loss
         entropy = losses.gaussian_entropy(logstd).mean()
         logs = {"actor/ppo_loss": ppo, "actor/bounds_loss": bounds,
@@ -298,7 +300,7 @@ class PPO(BaseAgent):
         old_values, returns = batch.get("value"), batch.get("returns")
         values = self.model.critic(batch).get("value")
         value_loss, value_clip_frac = losses.critic_loss(values, old_values, returns, c.e_clip, c.clip_critic_loss)
-        model_loss = values.new_zeros(())
+        model_loss = self.model.compute_model_loss(batch)
         critic_total = value_loss + model_loss
         v, r = values.detach(), returns
         error = v - r
