@@ -1,7 +1,9 @@
 """One small real sweep, shared by the analysis, notebook and report tests (session scope).
 
 ``workbench sweep smoke`` on a tiny pendulum: 2 workers, 6 trials, 8 iterations each, a
-median pruner that may prune from the 2nd report on, W&B offline. Import the fixture into a
+median pruner that may prune from the 2nd report on, W&B offline. The pruner waits for 2
+COMPLETE trials (Optuna counts only completed ones), so the best and the worst complete
+trial always differ and importances have data, however the workers' timing falls. Import the fixture into a
 test module with ``from sweep_fixture import real_sweep  # noqa: F401``.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ OVERRIDES = [
     "env.num_envs=64", "agent.batch_size=1024", "agent.training_max_steps=16384",
     "agent.evaluator.eval_metrics_every=2", "agent.evaluator.num_envs=8",
     "agent.evaluator.max_eval_steps=50", "hydra.sweeper.objective.report_every=2",
-    "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=2",
+    "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.pruner.n_warmup_steps=2",
     "agent.check_grad_mag=true",
 ]
 
