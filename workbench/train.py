@@ -18,7 +18,7 @@ from workbench.agents.ppo.agent import PPO
 from workbench.agents.ppo.config import PPOAgentConfig
 from workbench.config import validate
 from workbench.envs import make_env
-from workbench.tracking import Tracker
+from workbench.tracking import Tracker, start_service
 from workbench.tracking.secrets import scrub_secrets
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,12 @@ def build_agent(cfg: DictConfig, output_dir: Path | None) -> PPO:
         cfg.agent.model.actor.num_out = env.action_dim
     agent_config: PPOAgentConfig = OmegaConf.to_object(cfg.agent)
     return PPO(agent_config, env, device=device, eval_env=eval_env, output_dir=output_dir, seed=cfg.seed)
+
+
+def warm_up(cfg: DictConfig) -> None:
+    """A sweep worker's start-up, done once before its first trial (``hydra.sweeper.preload``):
+    importing this module loaded torch and tensordict; this starts the W&B service."""
+    start_service(str(OmegaConf.select(cfg, "logger.mode", default="offline")))
 
 
 def resolved_config(cfg: DictConfig) -> dict:

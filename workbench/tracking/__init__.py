@@ -2,7 +2,7 @@
 from .cli import list_runs, runs_main
 from .config import LoggerConfig
 from .reader import RunData, find_wandb_files, read_run
-from .run import Tracker, resolve_mode
+from .run import Tracker, resolve_mode, start_service
 from .secrets import scrub_secrets, scrub_text
 from .wandb_log import NotAWandbFileError
 
@@ -18,5 +18,6 @@ __all__ = [
     "runs_main",
     "scrub_secrets",
     "scrub_text",
+    "start_service",
 ]
 

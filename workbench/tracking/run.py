@@ -43,6 +43,18 @@ def resolve_mode(configured: str) -> str:
     return mode
 
 
+def start_service(configured_mode: str) -> None:
+    """Start this process's wandb-core now (a sweep worker, before its first trial), so the
+    first run does not pay for it. Never raises: a run that cannot start reports that itself."""
+    try:
+        if resolve_mode(configured_mode) != "disabled":
+            import wandb  # lazily, as everywhere here: a disabled run never imports it
+
+            wandb.setup()
+    except Exception as exc:  # noqa: BLE001
+        log.debug("tracking: W&B service not started ahead (%s)", exc)
+
+
 def _settings(mode: str, logger: LoggerConfig) -> Any:
     """Quiet, fast settings: no code/git/system snapshots, no stats sampler."""
     import wandb
