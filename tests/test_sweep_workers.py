@@ -126,6 +126,8 @@ def test_interrupted_sweep_resumes_to_the_same_total(tmp_path: Path):
         ({"sampler": {"_target_": "optuna.samplers.NoSuchSampler"}}, "cannot build 'optuna.samplers.NoSuchSampler'"),
         ({"pruner": {"_target_": "optuna.pruners.MedianPrunr"}}, "cannot build 'optuna.pruners.MedianPrunr'"),
         ({"params": {"env": "choice(pendulum, nosuchenv)"}}, "does not compose"),
+        ({"preload": ["workbench.no_such_module"]}, "preload: 'workbench.no_such_module' is not an importable"),
+        ({"preload": ["workbench.train:"]}, "preload: 'workbench.train:' is not an importable"),
     ],
 )
 def test_bad_sweep_file_fails_before_any_trial(tmp_path: Path, sweeper: dict, message: str):
@@ -137,6 +139,20 @@ def test_bad_sweep_file_fails_before_any_trial(tmp_path: Path, sweeper: dict, me
     assert message in done.stderr, done.stderr[-3000:]
     assert "no trial started" in done.stderr
     assert not (tmp_path / "multirun" / "bad" / "0").exists()
+
+
+def test_preload_runs_once_per_worker_before_its_first_trial(tmp_path: Path):
+    marker = tmp_path / "preloaded.txt"
+    write_sweep(tmp_path, "warm", {"n_trials": 4, "preload": ["workbench.sweep.fake.training:warm_up"]},
+                body={"fake": {"iteration_seconds": 0.02, "preload_marker": str(marker)}})
+    done = run(sweep_cli_cmd(tmp_path, "warm", ["--workers", "2"]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = open_study(tmp_path, "warm").get_trials(deepcopy=False)
+    calls = [line.split() for line in marker.read_text().splitlines()]  # "<pid> <time>" per call
+    assert len(calls) == 2 and len({pid for pid, _ in calls}) == 2  # once in each worker, not in the dry run
+    for pid, when in calls:
+        mine = [t for t in trials if t.user_attrs["worker"].endswith(f":{pid}")]
+        assert mine and float(when) < min(t.datetime_start.timestamp() for t in mine)
 
 
 def test_submitit_local_launcher_runs_trials_asynchronously(tmp_path: Path):

@@ -538,3 +538,20 @@ def test_background_start_failure_falls_back_offline(tmp_path, monkeypatch, capl
         tracker.finish()
     assert len(_warnings(caplog)) == 1 and tracker.mode == "offline"
     assert_history_equals(read_run(tmp_path / "out").history, rows)
+
+
+@pytest.mark.parametrize("mode, service", [("offline", True), ("disabled", False)])
+def test_start_service_starts_wandb_core_unless_disabled(mode: str, service: bool):
+    """A sweep worker's warm-up (workbench.train.warm_up) starts this process's wandb-core."""
+    code = (
+        "import os, sys\n"
+        "from workbench.tracking import start_service\n"
+        f"start_service({mode!r})\n"
+        "children = open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split()\n"
+        "cmds = [open(f'/proc/{c}/cmdline', 'rb').read() for c in children]\n"
+        "print(any(b'wandb-core' in c for c in cmds), 'wandb' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(service), str(service)]

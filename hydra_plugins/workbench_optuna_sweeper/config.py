@@ -47,6 +47,10 @@ class WorkbenchOptunaSweeperConf:
     # dotted path of a function(cfg) that raises on an invalid job config (e.g.
     # workbench.config.validate): applied before any trial to jobs at the search extremes
     validate: Optional[str] = None
+    # a worker's start-up, done before it asks its first trial so that it stays out of trial
+    # durations: "module" (imported) or "module:function" (imported, then called with a job's
+    # composed config). The default imports torch and tensordict and starts the W&B service.
+    preload: List[str] = field(default_factory=lambda: ["workbench.train:warm_up"])
     dry_run: bool = False  # validate the sweep and create the study, run nothing
     print_summary: bool = True  # the summary table at the end (`workbench sweep` prints it once)
     summary_csv: bool = True

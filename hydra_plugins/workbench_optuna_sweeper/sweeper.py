@@ -6,6 +6,8 @@ launching one job at a time, so an out-of-process launcher runs trials asynchron
 """
 
 import difflib
+import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -70,9 +72,10 @@ class WorkbenchOptunaSweeper(Sweeper):
                 f"(write '+{spec.name}' to add a new key)"
             )
 
-    def _check_composes(self, space: SearchSpace, extra: List[str]) -> None:
+    def _check_composes(self, space: SearchSpace, extra: List[str]) -> DictConfig:
         """Compose a job at the search space's extremes: catches wrong types, bad groups,
-        schema violations before any trial starts."""
+        schema violations before any trial starts. Returns one of them (fixed overrides
+        applied), for the preload."""
         loader = self.hydra_context.config_loader
         check = self.conf.get("validate")
         if check:
@@ -94,6 +97,7 @@ class WorkbenchOptunaSweeper(Sweeper):
                     raise SweepConfigError(
                         f"{check} refuses the sweep's extreme values {overrides}: {exc}"
                     ) from exc
+        return composed
 
     # -- the sweep -------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
@@ -119,8 +123,9 @@ class WorkbenchOptunaSweeper(Sweeper):
         base_dir = Path(self.config.hydra.runtime.cwd)
         spec = resolve_storage(conf.get("storage"), study_name, base_dir, str(conf.storage_dir))
         self._check_paths(space)
+        self._check_preload()
         trial_keys = self._trial_overrides(study_name, spec, 0)
-        self._check_composes(space, trial_keys)
+        job_config = self._check_composes(space, trial_keys)
 
         os.environ[ENV_STORAGE] = spec.url  # jobs (and their children) reach the study by it
         study = optuna.create_study(
@@ -148,6 +153,8 @@ class WorkbenchOptunaSweeper(Sweeper):
 
         slots = self._slots()
         in_process = slots == 1 and _is_basic(self.launcher)
+        if in_process:  # jobs of other launchers start elsewhere: nothing to warm up here
+            self._preload(job_config)
 
         def launch(number: int, sampled: dict) -> Any:
             overrides = space.overrides(sampled) + self._trial_overrides(study_name, spec, number)
@@ -173,6 +180,29 @@ class WorkbenchOptunaSweeper(Sweeper):
                 path = write_csv(study, _summary_path(spec, study_name, self.config))
                 _say(f"summary written to {path}")
         return None
+
+    def _check_preload(self) -> None:
+        """Cheap (the module is found, not imported): the dry run that validates a sweep stays fast."""
+        for entry in self.conf.get("preload") or []:
+            module, _, function = str(entry).partition(":")
+            try:
+                found = bool(module) and importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found or (":" in str(entry) and not function.isidentifier()):
+                raise SweepConfigError(f"hydra.sweeper.preload: {entry!r} is not an importable "
+                                       "'module' or 'module:function'")
+
+    def _preload(self, job_config: DictConfig) -> None:
+        for entry in self.conf.get("preload") or []:
+            module, _, function = str(entry).partition(":")
+            try:
+                loaded = importlib.import_module(module)
+                if function:
+                    getattr(loaded, function)(job_config)
+            except Exception as exc:
+                raise SweepConfigError(f"hydra.sweeper.preload: {entry!r} failed: "
+                                       f"{type(exc).__name__}: {exc}") from exc
 
     def _slots(self) -> int:
         n_jobs = int(self.conf.n_jobs)

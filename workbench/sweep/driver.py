@@ -145,7 +145,8 @@ class StudyDriver:
             got = self.reserve()
             if got is None:
                 if self.wait_for_running and self.others_running():
-                    time.sleep(min(self.heartbeat.interval, 5.0))
+                    # short: this worker's process (and the sweep command) ends soon after the last trial
+                    time.sleep(min(self.heartbeat.interval, 1.0))
                     continue
                 break
             trial, sampled = got

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 import uuid
@@ -44,6 +45,14 @@ def _burn(seconds: float) -> None:
     while time.process_time() < end:
         for i in range(2000):
             x += i * i
+
+
+def warm_up(cfg: DictConfig) -> None:
+    """A ``hydra.sweeper.preload`` hook: appends "<pid> <time>" to ``fake.preload_marker``."""
+    marker = (cfg.get("fake") or {}).get("preload_marker")
+    if marker:
+        with open(marker, "a") as out:
+            out.write(f"{os.getpid()} {time.time()}\n")
 
 
 def run_training(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> FakeTrainResult:
