@@ -1,6 +1,6 @@
 """Sweep machinery benchmark: per-trial overhead and trials/hour with 1 vs 2 workers.
 
-    python bench/bench_sweep.py [--trials 8] [--out bench/results/sweep.json]
+    python bench/bench_sweep.py [--trials 8] [--rounds 2] [--out bench/results/sweep.json]
 
 1. Per-trial overhead. A worker runs trials back to back; the cycle time of a trial is the
    time from one trial's start to the next one's start (storage timestamps), so it holds
@@ -12,8 +12,12 @@
    Overhead = cycle time minus the training's own wall time (W&B summary `wall_time_s` is
    not used; the tiny training takes a few ms, reported as `train_s`).
 2. Throughput. The same sweep of CPU-bound single-threaded trials with 1 and 2 workers
-   (`workbench sweep --workers N`): trials/hour over the span from the first trial's start
-   to the last trial's end, and over the whole command's wall time.
+   (`workbench sweep --workers N`), alternating (1, 2, 1, 2, ...) so that machine drift hits
+   both; the ratio is the median over rounds. Trials/hour over the span from the first
+   trial's start to the last trial's end (a worker's start-up, `hydra.sweeper.preload`,
+   comes before its first trial: this is the rate of a long sweep), and over the whole
+   command's wall time (adds the fixed start-up a long sweep amortises: the validating dry
+   run, worker start, the summary).
 """
 from __future__ import annotations
 
@@ -110,6 +114,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--trial-seconds", type=float, default=3.0, help="CPU seconds per fake throughput trial")
+    p.add_argument("--rounds", type=int, default=2, help="alternating 1-worker/2-worker pairs (median ratio)")
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--only", choices=["overhead", "throughput"], help="run one part only")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "sweep.json"))
@@ -131,14 +136,19 @@ def main() -> None:
     parts = [("fake_cpu_bound", False)] + ([] if args.skip_real else [("real_pendulum", True)])
     for label, real in parts if args.only != "overhead" else []:
         result["loadavg_before"][label] = os.getloadavg()
-        one = throughput(1, args.trials, args.trial_seconds, real)
-        two = throughput(2, args.trials, args.trial_seconds, real)
+        rounds = []
+        for _ in range(args.rounds):  # 1 and 2 workers alternate, so machine drift hits both
+            one = throughput(1, args.trials, args.trial_seconds, real)
+            two = throughput(2, args.trials, args.trial_seconds, real)
+            rounds.append({"one_worker": one, "two_workers": two,
+                           "ratio_span": two["trials_per_hour_span"] / one["trials_per_hour_span"],
+                           "ratio_wall": two["trials_per_hour_wall"] / one["trials_per_hour_wall"]})
+            print(label, json.dumps(rounds[-1]), flush=True)
         result["throughput"][label] = {
-            "one_worker": one, "two_workers": two,
-            "ratio_span": two["trials_per_hour_span"] / one["trials_per_hour_span"],
-            "ratio_wall": two["trials_per_hour_wall"] / one["trials_per_hour_wall"],
+            "rounds": rounds,
+            "ratio_span": statistics.median(r["ratio_span"] for r in rounds),
+            "ratio_wall": statistics.median(r["ratio_wall"] for r in rounds),
         }
-        print(label, json.dumps(result["throughput"][label]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.only and out.exists():  # one part rerun: keep the other part's figures
