@@ -551,7 +551,9 @@ def test_start_service_starts_wandb_core_unless_disabled(mode: str, service: boo
         "cmds = [open(f'/proc/{c}/cmdline', 'rb').read() for c in children]\n"
         "print(any(b'wandb-core' in c for c in cmds), 'wandb' in sys.modules)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    # WANDB_SERVICE: a process that already ran W&B (this pytest, after earlier tests) hands its
+    # service to its children, which then start none of their own
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_SERVICE")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == [str(service), str(service)]
