@@ -54,6 +54,14 @@ class GymVectorEnv:
         self.action_dim = int(np.prod(act_space.shape))
         self.action_low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device).reshape(-1)
         self.action_high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device).reshape(-1)
+        # env action = mid + clip(a) * half_range: low + (a + 1)/2 (high - low) in one op; an
+        # unbounded dimension gets (0, 1), so it passes the clipped value
+        bounded = torch.isfinite(self.action_low) & torch.isfinite(self.action_high)
+        half_range = 0.5 * (self.action_high - self.action_low)
+        self._action_half_range = torch.where(bounded, half_range, torch.ones_like(half_range))
+        self._action_mid = torch.where(bounded, self.action_low + half_range, torch.zeros_like(half_range))
+        self._action_shape = (num_envs, *act_space.shape)
+        self._action_dtype = act_space.dtype
 
         spec_limit = self.envs.spec.max_episode_steps if self.envs.spec is not None else None
         if max_episode_length is None:
@@ -63,14 +71,12 @@ class GymVectorEnv:
 
         self.progress = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         obs, _ = self.envs.reset(seed=seed)
-        self._obs = obs.reshape(num_envs, -1)
+        self._set_obs(obs)
 
     def scale_action(self, action: torch.Tensor) -> torch.Tensor:
         """Clip to [-1, 1] and map onto the Box bounds; infinite bounds pass the clipped value."""
         action = action.reshape(self.num_envs, self.action_dim).clamp(-1.0, 1.0)
-        bounded = torch.isfinite(self.action_low) & torch.isfinite(self.action_high)
-        scaled = self.action_low + (action + 1) * 0.5 * (self.action_high - self.action_low)
-        return torch.where(bounded, scaled, action)
+        return torch.addcmul(self._action_mid, action, self._action_half_range)
 
     def reset(self, env_ids: torch.Tensor | None = None) -> TensorDict:
         ids = as_env_ids(env_ids, self.num_envs, self.device)
@@ -78,26 +84,32 @@ class GymVectorEnv:
             mask = np.zeros(self.num_envs, dtype=np.bool_)
             mask[ids.cpu().numpy()] = True
             obs, _ = self.envs.reset(options={"reset_mask": mask})
-            self._obs = obs.reshape(self.num_envs, -1)
+            self._set_obs(obs)
             self.progress[ids] = 0
         return self.get_obs()
 
     def get_obs(self) -> TensorDict:
-        obs = torch.as_tensor(self._obs, dtype=torch.float32).to(self.device)
-        return TensorDict({"obs": obs}, batch_size=[self.num_envs], device=self.device)
+        # one TensorDict per observation, shared by step() and the next reset() of no env;
+        # callers clone it before writing into it (the agent does)
+        return self._obs_td
+
+    def _set_obs(self, obs: np.ndarray) -> None:
+        # np.array copies: the tensors must not alias buffers the vector env may reuse
+        flat = torch.from_numpy(np.array(obs, dtype=np.float32).reshape(self.num_envs, -1))
+        self._obs_td = TensorDict({"obs": flat.to(self.device)}, batch_size=[self.num_envs], device=self.device)
 
     def step(self, action: torch.Tensor) -> StepResult:
-        env_action = self.scale_action(action).detach().cpu().numpy().astype(self.envs.single_action_space.dtype)
-        obs, reward, gym_terminated, gym_truncated, _ = self.envs.step(
-            env_action.reshape((self.num_envs, *self.envs.single_action_space.shape)))
-        self._obs = obs.reshape(self.num_envs, -1)
+        env_action = self.scale_action(action).detach().cpu().numpy().astype(self._action_dtype, copy=False)
+        obs, reward, gym_terminated, gym_truncated, _ = self.envs.step(env_action.reshape(self._action_shape))
+        self._set_obs(obs)
         self.progress += 1
 
-        terminated = torch.as_tensor(gym_terminated, dtype=torch.bool).to(self.device)
-        time_limit = torch.as_tensor(gym_truncated, dtype=torch.bool).to(self.device)
+        terminated = torch.from_numpy(np.array(gym_terminated, dtype=np.bool_)).to(self.device)
+        time_limit = torch.from_numpy(np.array(gym_truncated, dtype=np.bool_)).to(self.device)
         truncated = (time_limit | (self.progress >= self.max_episode_length)) & ~terminated
-        reward = torch.as_tensor(reward, dtype=torch.float32).to(self.device)
-        extras = {"terminate": terminated.float(), "termination/env": terminated.float()}
+        reward = torch.from_numpy(np.array(reward, dtype=np.float32)).to(self.device)
+        terminate = terminated.float()
+        extras = {"terminate": terminate, "termination/env": terminate}
         return StepResult(self.get_obs(), reward, terminated, truncated, extras)
 
     def on_epoch_end(self, epoch: int) -> None:
