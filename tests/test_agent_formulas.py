@@ -549,3 +549,36 @@ def test_reward_norm_rollout_update_equals_step_by_step(ema_decay):
     torch.testing.assert_close(batched.mean, stepwise.mean, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(batched.var, stepwise.var, rtol=1e-12, atol=1e-12)
     assert batched.count.item() == stepwise.count.item()
+
+
+def test_episode_accounting_matches_a_step_by_step_loop():
+    from workbench.agents.common.episodes import account_episodes
+
+    gen = torch.Generator().manual_seed(0)
+    T, N = 40, 6
+    rewards = torch.randn(T, N, generator=gen)
+    dones = torch.rand(T, N, generator=gen) < 0.15
+    dones[:, 0] = False  # an env with no episode end in the rollout
+    dones[-1, 1] = True  # one that ends on the last step
+    running_return = torch.randn(N, generator=gen)
+    running_length = torch.randint(0, 50, (N,), generator=gen).float()
+
+    ret, length = running_return.clone(), running_length.clone()
+    count = total_return = total_length = 0.0
+    for t in range(T):  # the reference: the loop the rollout used to run
+        ret += rewards[t]
+        length += 1
+        for n in range(N):
+            if dones[t, n]:
+                count += 1
+                total_return += ret[n].item()
+                total_length += length[n].item()
+                ret[n] = 0.0
+                length[n] = 0.0
+
+    finished = account_episodes(rewards, dones, running_return, running_length)
+    assert finished.count.item() == count
+    assert finished.return_sum.item() == pytest.approx(total_return, rel=1e-5)
+    assert finished.length_sum.item() == total_length
+    assert torch.allclose(running_return, ret, atol=1e-5)
+    assert torch.equal(running_length, length)

@@ -17,6 +17,7 @@ from tensordict import TensorDict
 from workbench.agents.base_agent import BaseAgent
 from workbench.agents.common import checkpoint as ckpt
 from workbench.agents.common.episode_length import max_episode_length
+from workbench.agents.common.episodes import account_episodes
 from workbench.agents.common.evaluator import Evaluator
 from workbench.agents.common.gradients import GradStep, inspect_and_clip
 from workbench.agents.common.metrics import MeanAccumulator
@@ -84,17 +85,15 @@ class PPO(BaseAgent):
         T, N, dev = self.num_steps, self.num_envs, self.device
         self.model.eval()
         buf: dict[str, torch.Tensor] = {}
-        finished_return = torch.zeros((), device=dev)
-        finished_length = torch.zeros((), device=dev)
-        finished_count = torch.zeros((), device=dev)
         extras_steps: dict[str, list[torch.Tensor]] = {}
 
         for t in range(T):
             obs = self.env.reset(self.done_ids)
             td = self.model(obs.clone(False))
             step = self.env.step(td.get("action"))
+            dones = step.dones
             row = {**{k: td.get(k) for k in self.obs_keys + list(MODEL_KEYS)},
-                   "rewards": step.reward, "dones": step.dones, "terminated": step.terminated}
+                   "rewards": step.reward, "dones": dones, "terminated": step.terminated}
             if not buf:
                 buf = {k: torch.empty((T, *v.shape), dtype=v.dtype, device=dev) for k, v in row.items()}
                 buf["next_value"] = torch.zeros_like(buf["value"])
@@ -103,20 +102,11 @@ class PPO(BaseAgent):
             # V(next obs) of an env that goes on is the next step's value, computed anyway; only
             # truncated envs (whose next obs is replaced by a reset) need the critic here. The last
             # step's next values all come from one critic pass after the loop.
-            if t < T - 1:
+            if t < T - 1 and step.truncated.any():
                 truncated_ids = (step.truncated & ~step.terminated).nonzero().squeeze(-1)
                 if truncated_ids.numel():
                     final_obs = step.obs[truncated_ids]
                     buf["next_value"][t, truncated_ids] = self.model.critic(final_obs.clone(False)).get("value")
-
-            dones = step.dones
-            self.episode_return += step.reward
-            self.episode_length += 1
-            finished_count += dones.sum()
-            finished_return += (self.episode_return * dones).sum()
-            finished_length += (self.episode_length * dones).sum()
-            self.episode_return.mul_(~dones)
-            self.episode_length.mul_(~dones)
             for key, value in step.extras.items():
                 if not key.startswith("raw/"):
                     extras_steps.setdefault(key, []).append(value)
@@ -129,10 +119,11 @@ class PPO(BaseAgent):
                 raise FloatingPointError(f"non-finite {key!r} in the rollout at epoch {self.epoch}")
         self.step_count += T * N
 
-        count = finished_count.item()
+        finished = account_episodes(buf["rewards"], buf["dones"], self.episode_return, self.episode_length)
+        count = finished.count.item()
         if count > 0:  # otherwise the previous episode figures repeat, as in the reference
-            self.last_episode_metrics = {"info/episode_reward": finished_return.item() / count,
-                                         "info/episode_length": finished_length.item() / count}
+            self.last_episode_metrics = {"info/episode_reward": finished.return_sum.item() / count,
+                                         "info/episode_length": finished.length_sum.item() / count}
         logs = dict(self.last_episode_metrics)
         logs["info/episodes_finished"] = count
         for key, values in extras_steps.items():  # per-step mean and std over envs, averaged over the rollout
