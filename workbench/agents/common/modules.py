@@ -33,6 +33,28 @@ def make_activation(name: str | None) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+# Layers whose module call (hooks, dispatch: ~4 us each) can be skipped for the op itself. With
+# 1 env per step the MLP's arithmetic costs less than those calls did. Forward hooks on these
+# layers are therefore not run; hook the MLP's container module instead.
+_DIRECT_CALLS = {
+    nn.Linear: lambda m, x: nn.functional.linear(x, m.weight, m.bias),
+    nn.Tanh: lambda m, x: torch.tanh(x),
+    nn.ReLU: lambda m, x: torch.relu(x),
+    nn.Identity: lambda m, x: x,
+}
+
+
+class LayerSequence(nn.Sequential):
+    """``nn.Sequential`` (same parameters, same state_dict keys) that runs Linear, Tanh, ReLU and
+    Identity layers as their ops. Lazy layers are called normally until they materialise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            direct = _DIRECT_CALLS.get(type(layer))
+            x = direct(layer, x) if direct is not None else layer(x)
+        return x
+
+
 # ---------------------------------------------------------------- module ops
 class Forward:
     """Flatten to 2-D, normalise, reshape back, run the network."""
@@ -154,7 +176,7 @@ class MLPWithConcat(NormalizedConcat):
                 layers.append(nn.LayerNorm(layer.units))
             layers.append(make_activation(layer.activation))
         layers.append(nn.LazyLinear(config.num_out))
-        self.network = nn.Sequential(*layers)
+        self.network = LayerSequence(*layers)
         self.output_activation = make_activation(config.output_activation)
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:

@@ -49,10 +49,11 @@ class PPOActor(TensorDictModuleBase):
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         mu, logstd = self.distribution(td)
-        action = mu + torch.exp(logstd) * torch.randn_like(mu)
-        td.set("action", action)
+        noise = torch.randn_like(mu)
+        td.set("action", torch.addcmul(mu, torch.exp(logstd), noise))
         td.set("mean_action", mu)
-        td.set("neglogp", gaussian_neglogp(action, mu, logstd))
+        # (action - mu) / std is the noise itself: gaussian_neglogp without recomputing it
+        td.set("neglogp", (0.5 * noise.square() + logstd + HALF_LOG_2PI).sum(-1))
         return td
 
 
