@@ -14,8 +14,10 @@ def build_optimizer(config, params: Iterable[torch.nn.Parameter]) -> torch.optim
     kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if not f.name.startswith("_")}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
-    if cls in (torch.optim.Adam, torch.optim.AdamW):
-        kwargs.setdefault("foreach", True)  # one multi-tensor update; on CPU torch defaults to a per-tensor loop
+    if cls in (torch.optim.Adam, torch.optim.AdamW) and kwargs.get("foreach") is None and kwargs.get("fused") is None:
+        # one fused kernel for all parameters: on CPU torch's default is a per-tensor loop, and
+        # even foreach costs ~160 us a step on a 64x64 MLP (fused: ~60 us)
+        kwargs["fused"] = True
     # A frozen logstd is included, as in the reference; it simply never gets a gradient.
     return cls(list(params), **kwargs)
 
