@@ -27,14 +27,15 @@ class GradStep:
     layer_norms: dict[str, torch.Tensor]
 
 
-def named_grads(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    return [(n, p.grad) for n, p in module.named_parameters() if p.grad is not None]
-
-
 def inspect_and_clip(module: nn.Module, clip_val: float, check_magnitude: bool,
-                     fail_on_bad: bool, name: str) -> GradStep:
-    """Measure the total grad norm, decide if it is bad, clip it; the caller steps only if not bad."""
-    grads = named_grads(module)
+                     fail_on_bad: bool, name: str,
+                     named_params: list[tuple[str, nn.Parameter]] | None = None) -> GradStep:
+    """Measure the total grad norm, decide if it is bad, clip it; the caller steps only if not bad.
+    ``named_params``: the module's ``named_parameters()``, when the caller keeps them (walking the
+    module tree every minibatch costs more than the norms of a small MLP)."""
+    if named_params is None:
+        named_params = list(module.named_parameters())
+    grads = [(n, p.grad) for n, p in named_params if p.grad is not None]
     per_param = torch._foreach_norm([g for _, g in grads]) if grads else []
     total = torch.linalg.vector_norm(torch.stack(per_param)) if grads else torch.zeros(())
     total_value = float(total)

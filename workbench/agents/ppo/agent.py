@@ -68,6 +68,7 @@ class PPO(BaseAgent):
         self.critic_optimizer = build_optimizer(self.config.model.critic_optimizer, self.model.critic.parameters())
         self.actor_lr = float(self.config.model.actor_optimizer.lr)
         self.critic_lr = float(self.config.model.critic_optimizer.lr)
+        self._named_params: dict[str, list] = {}  # per network, for the gradient checks
 
         n = self.num_envs
         self.done_ids = torch.arange(n, device=self.device)
@@ -312,7 +313,10 @@ class PPO(BaseAgent):
     def step_network(self, name: str, module, optimizer) -> dict[str, torch.Tensor]:
         """Check, clip and step one network's gradients (ppo-spec 3.8, workbench's skip on bad grads)."""
         c = self.config
-        step: GradStep = inspect_and_clip(module, c.gradient_clip_val, c.check_grad_mag, c.fail_on_bad_grads, name)
+        if name not in self._named_params:  # materialised by now; loading a state keeps the objects
+            self._named_params[name] = list(module.named_parameters())
+        step: GradStep = inspect_and_clip(module, c.gradient_clip_val, c.check_grad_mag, c.fail_on_bad_grads, name,
+                                          self._named_params[name])
         if not step.bad:
             optimizer.step()
         logs = {f"{name}/grad_norm_before_clip": step.norm_before_clip,
