@@ -69,7 +69,10 @@ class GymVectorEnv:
         self.max_episode_length = max_episode_length
         self.dt = float(self.envs.get_attr("dt")[0]) if _has_dt(self.envs) else 1.0
 
-        self.progress = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        # per-env bookkeeping in numpy: the simulator is on the CPU anyway, and a numpy op on a
+        # few envs costs a fraction of a torch op's dispatch
+        self._progress = np.zeros(num_envs, dtype=np.int64)
+        self._on_cpu = self.device.type == "cpu"
         obs, _ = self.envs.reset(seed=seed)
         self._set_obs(obs)
 
@@ -78,6 +81,11 @@ class GymVectorEnv:
         action = action.reshape(self.num_envs, self.action_dim).clamp(-1.0, 1.0)
         return torch.addcmul(self._action_mid, action, self._action_half_range)
 
+    @property
+    def progress(self) -> torch.Tensor:
+        """Steps since each env's last reset (a CPU view of the adapter's counters)."""
+        return torch.from_numpy(self._progress)
+
     def reset(self, env_ids: torch.Tensor | None = None) -> TensorDict:
         ids = as_env_ids(env_ids, self.num_envs, self.device)
         if ids.numel():
@@ -85,7 +93,7 @@ class GymVectorEnv:
             mask[ids.cpu().numpy()] = True
             obs, _ = self.envs.reset(options={"reset_mask": mask})
             self._set_obs(obs)
-            self.progress[ids] = 0
+            self._progress[mask] = 0
         return self.get_obs()
 
     def get_obs(self) -> TensorDict:
@@ -95,33 +103,37 @@ class GymVectorEnv:
 
     def _set_obs(self, obs: np.ndarray) -> None:
         # np.array copies: the tensors must not alias buffers the vector env may reuse
-        flat = torch.from_numpy(np.array(obs, dtype=np.float32).reshape(self.num_envs, -1))
-        self._obs_td = TensorDict({"obs": flat.to(self.device)}, batch_size=[self.num_envs], device=self.device)
+        flat = self._tensor(np.array(obs, dtype=np.float32).reshape(self.num_envs, -1))
+        self._obs_td = TensorDict({"obs": flat}, batch_size=[self.num_envs], device=self.device)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        return tensor if self._on_cpu else tensor.to(self.device)
 
     def step(self, action: torch.Tensor) -> StepResult:
         env_action = self.scale_action(action).detach().cpu().numpy().astype(self._action_dtype, copy=False)
         obs, reward, gym_terminated, gym_truncated, _ = self.envs.step(env_action.reshape(self._action_shape))
         self._set_obs(obs)
-        self.progress += 1
+        self._progress += 1
 
-        terminated = torch.from_numpy(np.array(gym_terminated, dtype=np.bool_)).to(self.device)
-        time_limit = torch.from_numpy(np.array(gym_truncated, dtype=np.bool_)).to(self.device)
-        truncated = (time_limit | (self.progress >= self.max_episode_length)) & ~terminated
-        reward = torch.from_numpy(np.array(reward, dtype=np.float32)).to(self.device)
-        terminate = terminated.float()
+        terminated = np.array(gym_terminated, dtype=np.bool_)
+        truncated = (np.asarray(gym_truncated, dtype=np.bool_) | (self._progress >= self.max_episode_length)) & ~terminated
+        terminated_t = self._tensor(terminated)
+        terminate = terminated_t.float()
         extras = {"terminate": terminate, "termination/env": terminate}
-        return StepResult(self.get_obs(), reward, terminated, truncated, extras)
+        return StepResult(self._obs_td, self._tensor(np.array(reward, dtype=np.float32)), terminated_t,
+                          self._tensor(truncated), extras)
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
 
     def state_dict(self) -> dict:
         rngs = self.envs.get_attr("np_random")
-        return {"progress": self.progress.clone(), "max_episode_length": self.max_episode_length,
+        return {"progress": torch.from_numpy(self._progress.copy()), "max_episode_length": self.max_episode_length,
                 "np_random": [rng.bit_generator.state for rng in rngs]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.progress.copy_(state["progress"])
+        self._progress[:] = state["progress"].cpu().numpy()
         self.max_episode_length = state["max_episode_length"]
         rngs = []
         for rng_state in state["np_random"]:
