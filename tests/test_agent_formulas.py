@@ -582,3 +582,19 @@ def test_episode_accounting_matches_a_step_by_step_loop():
     assert finished.length_sum.item() == total_length
     assert torch.allclose(running_return, ret, atol=1e-5)
     assert torch.equal(running_length, length)
+
+
+@pytest.mark.parametrize("shape", [(4, 8), (512, 64)])  # below and above tanh.MIN_ELEMENTS
+def test_workbench_tanh_matches_torch_tanh_in_value_and_gradient(shape):
+    from workbench.agents.common import tanh as wb_tanh
+
+    x = (torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 3).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    grad_out = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+    y, y_ref = wb_tanh.tanh(x), torch.tanh(x_ref)
+    assert torch.allclose(y, y_ref, atol=3e-7, rtol=0)
+    y.backward(grad_out)
+    y_ref.backward(grad_out)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-6, rtol=0)  # (1 - y^2) g from the output
+    with torch.no_grad():
+        assert torch.allclose(wb_tanh.tanh(x), y_ref, atol=3e-7, rtol=0)
