@@ -598,3 +598,19 @@ def test_workbench_tanh_matches_torch_tanh_in_value_and_gradient(shape):
     assert torch.allclose(x.grad, x_ref.grad, atol=1e-6, rtol=0)  # (1 - y^2) g from the output
     with torch.no_grad():
         assert torch.allclose(wb_tanh.tanh(x), y_ref, atol=3e-7, rtol=0)
+
+
+def test_packed_rollout_gathers_what_per_field_indexing_gives():
+    from workbench.agents.common.minibatch import PackedRollout
+
+    gen = torch.Generator().manual_seed(3)
+    size = 50
+    data = {"obs": torch.randn(size, 5, generator=gen), "pair": torch.randn(size, 2, 3, generator=gen),
+            "neglogp": torch.randn(size, generator=gen), "dones": torch.rand(size, generator=gen) < 0.3,
+            "value": torch.randn(size, 1, generator=gen), "steps": torch.arange(size),
+            "wide": torch.randn(size, 2, generator=gen, dtype=torch.float64)}
+    idx = torch.randperm(size, generator=gen)[:17]
+    got = PackedRollout(data).gather(idx)
+    assert list(got) == list(data)
+    for key, value in data.items():
+        assert got[key].dtype == value.dtype and torch.equal(got[key], value[idx]), key

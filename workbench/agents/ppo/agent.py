@@ -21,6 +21,7 @@ from workbench.agents.common.episodes import account_episodes
 from workbench.agents.common.evaluator import Evaluator
 from workbench.agents.common.gradients import GradStep, inspect_and_clip
 from workbench.agents.common.metrics import MeanAccumulator
+from workbench.agents.common.minibatch import PackedRollout
 from workbench.agents.common.optim import build_optimizer
 from workbench.agents.common.running_mean_std import RewardNormalizer
 from workbench.agents.ppo import losses
@@ -186,6 +187,7 @@ class PPO(BaseAgent):
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise FloatingPointError(f"non-finite {key!r} in the training batch at epoch {self.epoch}")
 
+        rollout = PackedRollout(data)
         size = N * T
         num_batches = math.ceil(size * c.num_mini_epochs / c.batch_size)
         batches_per_pass = size // c.batch_size
@@ -198,7 +200,7 @@ class PPO(BaseAgent):
             if j == 0 and i > 0:
                 perm = torch.randperm(size, generator=self.shuffle_rng).to(self.device)
             idx = perm[j * c.batch_size:(j + 1) * c.batch_size]
-            batch = TensorDict({k: v[idx] for k, v in data.items()}, batch_size=[c.batch_size])
+            batch = TensorDict(rollout.gather(idx), batch_size=[c.batch_size])
             acc.add(self.optimization_step(batch))
         self.model.eval()
         out = acc.means()
