@@ -614,3 +614,13 @@ def test_packed_rollout_gathers_what_per_field_indexing_gives():
     assert list(got) == list(data)
     for key, value in data.items():
         assert got[key].dtype == value.dtype and torch.equal(got[key], value[idx]), key
+
+
+def test_mean_accumulator_averages_each_key_over_the_minibatches_that_had_it():
+    from workbench.agents.common.metrics import MeanAccumulator
+
+    acc = MeanAccumulator()
+    acc.add({"a": torch.tensor(1.0), "b": 2.0, "c": torch.tensor([[4.0]], dtype=torch.float64)})
+    acc.add({"a": torch.tensor(3.0), "b": torch.tensor(6.0), "flag": torch.tensor(True)})
+    acc.add({"a": torch.tensor(5.0), "b": 1.0})
+    assert acc.means() == pytest.approx({"a": 3.0, "b": 3.0, "c": 4.0, "flag": 1.0})

@@ -10,20 +10,28 @@ class MeanAccumulator:
     """Averages each key over the minibatches in which it appeared (ppo-spec 3.10)."""
 
     def __init__(self):
-        self._rows: list[tuple[tuple[str, ...], torch.Tensor]] = []
+        # per minibatch: the tensor keys with their values stacked in one tensor, and the
+        # plain-number keys as they are (a torch.tensor() per number costs more than the maths)
+        self._rows: list[tuple[tuple[str, ...], torch.Tensor | None, dict[str, float]]] = []
 
     @torch.no_grad()
     def add(self, values: dict[str, torch.Tensor | float]) -> None:
-        """Keep one minibatch's values as a single stacked tensor (no per-value conversions)."""
-        keys = tuple(values)
-        device = next((v.device for v in values.values() if torch.is_tensor(v)), None)
-        row = torch.stack([v.reshape(()).float() if torch.is_tensor(v) else torch.tensor(float(v), device=device)
-                           for v in values.values()])
-        self._rows.append((keys, row))
+        keys, tensors, numbers = [], [], {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                keys.append(key)
+                tensors.append(value if value.dim() == 0 else value.reshape(()))
+            else:
+                numbers[key] = float(value)
+        stacked = torch.stack(tensors).float() if tensors else None
+        self._rows.append((tuple(keys), stacked, numbers))
 
     def means(self) -> dict[str, float]:
-        sums: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for keys, row in self._rows:
-            for key, value in zip(keys, row.cpu().unbind()):
+        sums: dict[str, list[float]] = defaultdict(list)
+        for keys, stacked, numbers in self._rows:
+            if stacked is not None:
+                for key, value in zip(keys, stacked.double().cpu().tolist()):
+                    sums[key].append(value)
+            for key, value in numbers.items():
                 sums[key].append(value)
-        return {key: torch.stack(vals).mean().item() for key, vals in sums.items()}
+        return {key: sum(vals) / len(vals) for key, vals in sums.items()}
