@@ -218,18 +218,21 @@ class PPO(BaseAgent):
         model_loss = self.model.compute_model_loss(batch)
         total = ppo + bounds + extra.get("actor/l2c2_weighted", 0.0) + model_loss
         entropy = losses.gaussian_entropy(logstd).mean()
-        logs = {"actor/ppo_loss": ppo, "actor/bounds_loss": bounds,
-                "actor/extra_loss": extra.get("actor/l2c2_weighted", ppo.new_zeros(())),
-                "actor/model_loss": model_loss, "actor/entropy": entropy,
-                "actor/clip_frac": losses.clip_fraction(ratio, c.e_clip), "actor/approx_kl": losses.approx_kl(ratio),
-                "actor/ratio_mean": ratio.mean(), "actor/ratio_std": ratio.std(), "actor/ratio_max": ratio.max(),
-                **extra}
         if actor.config.learnable_std:
             total = total - c.entropy_coef * entropy
-            logs["actor/entropy_loss"] = -c.entropy_coef * entropy
-            logs["actor/std_mean"] = torch.exp(actor.logstd).mean()
-        else:
-            logs["actor/entropy_loss"] = ppo.new_zeros(())
+        with torch.no_grad():  # diagnostics: no autograd graph for them
+            r = ratio.detach()
+            logs = {"actor/ppo_loss": ppo, "actor/bounds_loss": bounds,
+                    "actor/extra_loss": extra.get("actor/l2c2_weighted", ppo.new_zeros(())),
+                    "actor/model_loss": model_loss, "actor/entropy": entropy,
+                    "actor/clip_frac": losses.clip_fraction(r, c.e_clip), "actor/approx_kl": losses.approx_kl(r),
+                    "actor/ratio_mean": r.mean(), "actor/ratio_std": r.std(), "actor/ratio_max": r.max(),
+                    **extra}
+            if actor.config.learnable_std:
+                logs["actor/entropy_loss"] = -c.entropy_coef * entropy
+                logs["actor/std_mean"] = torch.exp(actor.logstd).mean()
+            else:
+                logs["actor/entropy_loss"] = ppo.new_zeros(())
         logs["losses/actor_loss"] = total
         return total, {k: v.detach() if torch.is_tensor(v) else v for k, v in logs.items()}, mu
 
