@@ -4,8 +4,9 @@
 
 Times (process CPU time, one torch thread) one iteration's phases by wrapping the agent's own methods with timers: the env step, the
 policy/critic forwards during collection, the rest of collection (buffer writes, bookkeeping),
-targets (reward norm + GAE), and in the update the actor loss, the critic forward/loss, the two
-apply_gradients (backward + clip + Adam) and metric accumulation. Writes bench/results/breakdown_<workload>.json.
+targets (reward norm + GAE), and in the update the minibatch gathers, the actor loss (forward),
+the critic loss (forward), the one backward pass, the two step_network calls (gradient checks,
+clip, Adam) and metric accumulation. Writes bench/results/breakdown_<workload>.json.
 """
 from __future__ import annotations
 
@@ -54,7 +55,10 @@ def breakdown(workload_name: str, iterations: int) -> dict:
     timers.wrap(agent, "compute_targets", "targets")
     timers.wrap(agent, "optimize", "update")
     timers.wrap(agent, "actor_loss", "update/actor_loss (forward)")
-    timers.wrap(agent, "apply_gradients", "update/apply_gradients (backward, clip, Adam)")
+    timers.wrap(agent, "critic_loss", "update/critic_loss (forward)")
+    timers.wrap(agent, "step_network", "update/step_network x2 (grad checks, clip, Adam)")
+    original_backward = torch.autograd.backward  # Tensor.backward looks it up at each call
+    timers.wrap(torch.autograd, "backward", "update/backward")
     timers.wrap(agent.model.critic, "forward", "critic.forward (collect + update)")
     original_add = metrics.MeanAccumulator.add
     def timed_add(self, values):
@@ -76,6 +80,7 @@ def breakdown(workload_name: str, iterations: int) -> dict:
         agent.train_iteration()
         walls.append(time.process_time() - start)
     metrics.MeanAccumulator.add = original_add
+    torch.autograd.backward = original_backward
     trainer.close()
     total = sum(walls)
     per_iter = {k: v / iterations for k, v in sorted(timers.totals.items())}
