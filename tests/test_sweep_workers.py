@@ -150,9 +150,14 @@ def test_preload_runs_once_per_worker_before_its_first_trial(tmp_path: Path):
     trials = open_study(tmp_path, "warm").get_trials(deepcopy=False)
     calls = [line.split() for line in marker.read_text().splitlines()]  # "<pid> <time>" per call
     assert len(calls) == 2 and len({pid for pid, _ in calls}) == 2  # once in each worker, not in the dry run
-    for pid, when in calls:
+    checked = 0
+    for pid, when in calls:  # a worker that started late may have found the budget spent
         mine = [t for t in trials if t.user_attrs["worker"].endswith(f":{pid}")]
-        assert mine and float(when) < min(t.datetime_start.timestamp() for t in mine)
+        if mine:
+            assert float(when) < min(t.datetime_start.timestamp() for t in mine)
+            checked += 1
+    assert checked >= 1 and sum(len([t for t in trials if t.user_attrs["worker"].endswith(f":{pid}")])
+                                for pid, _ in calls) == len(trials) == 4
 
 
 def test_submitit_local_launcher_runs_trials_asynchronously(tmp_path: Path):
