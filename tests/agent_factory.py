@@ -65,6 +65,13 @@ def make_agent(num_envs: int = 4, env=None, eval_env=None, seed: int = 0, output
     return PPO(agent_config(**kwargs), env, eval_env=eval_env, output_dir=output_dir, seed=seed)
 
 
+def apply_gradients(agent: PPO, name: str, module: torch.nn.Module, optimizer, loss: torch.Tensor) -> dict:
+    """Backward one network's loss alone, then let the agent check, clip and step that network."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return agent.step_network(name, module, optimizer)
+
+
 def params_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 

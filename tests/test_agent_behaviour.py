@@ -14,7 +14,7 @@ import torch
 from tensordict import TensorDict
 from torch.distributions import Normal, kl_divergence
 
-from agent_factory import ScriptedEnv, gae_loop, make_agent, params_snapshot, same_params
+from agent_factory import ScriptedEnv, apply_gradients, gae_loop, make_agent, params_snapshot, same_params
 from workbench.agents.base.config import EvaluatorConfig, MaxEpisodeLengthManagerConfig
 from workbench.agents.common import checkpoint as ckpt
 from workbench.agents.common.episode_length import max_episode_length
@@ -208,14 +208,14 @@ def test_nan_grads_with_fail_on_bad_grads_false_skip_the_step_entirely(name):
     module = getattr(agent.model, name)
     optimizer = getattr(agent, f"{name}_optimizer")
     loss_fn = actor_loss if name == "actor" else critic_loss
-    agent.apply_gradients(name, module, optimizer, loss_fn(agent))  # a good step: Adam state exists
+    apply_gradients(agent, name, module, optimizer, loss_fn(agent))  # a good step: Adam state exists
     params, state = params_snapshot(module), adam_state(optimizer)
     assert state  # moments and step counts are there to be compared
-    logs = agent.apply_gradients(name, module, optimizer, loss_fn(agent, float("nan")))
+    logs = apply_gradients(agent, name, module, optimizer, loss_fn(agent, float("nan")))
     assert logs[f"{name}/bad_grads_count"] == 1.0
     assert same_params(module, params)  # no parameter moved ...
     assert states_equal(adam_state(optimizer), state)  # ... and no Adam moment or step count changed
-    logs = agent.apply_gradients(name, module, optimizer, loss_fn(agent))
+    logs = apply_gradients(agent, name, module, optimizer, loss_fn(agent))
     assert logs[f"{name}/bad_grads_count"] == 0.0 and not same_params(module, params)
 
 
@@ -224,7 +224,7 @@ def test_nan_grads_with_fail_on_bad_grads_raise_naming_the_network(name):
     agent = make_agent(fail_on_bad_grads=True)
     loss_fn = actor_loss if name == "actor" else critic_loss
     with pytest.raises(BadGradientError, match=name):
-        agent.apply_gradients(name, getattr(agent.model, name), getattr(agent, f"{name}_optimizer"),
+        apply_gradients(agent, name, getattr(agent.model, name), getattr(agent, f"{name}_optimizer"),
                               loss_fn(agent, float("nan")))
 
 
@@ -232,7 +232,7 @@ def test_nan_grads_with_fail_on_bad_grads_raise_naming_the_network(name):
 def test_huge_grad_norm_is_bad_only_with_check_grad_mag(check):
     agent = make_agent(fail_on_bad_grads=False, check_grad_mag=check)
     params = params_snapshot(agent.model.actor)
-    logs = agent.apply_gradients("actor", agent.model.actor, agent.actor_optimizer, actor_loss(agent, 1e12))
+    logs = apply_gradients(agent, "actor", agent.model.actor, agent.actor_optimizer, actor_loss(agent, 1e12))
     assert logs["actor/grad_norm_before_clip"].item() > 1e6
     assert logs["actor/bad_grads_count"] == float(check)
     assert same_params(agent.model.actor, params) is check
@@ -243,7 +243,7 @@ def test_grad_norms_always_logged_per_layer_only_with_check_grad_mag(check):
     agent = make_agent(check_grad_mag=check, gradient_clip_val=0.0)
     for name, loss_fn in (("actor", actor_loss), ("critic", critic_loss)):
         module = getattr(agent.model, name)
-        logs = agent.apply_gradients(name, module, getattr(agent, f"{name}_optimizer"), loss_fn(agent))
+        logs = apply_gradients(agent, name, module, getattr(agent, f"{name}_optimizer"), loss_fn(agent))
         grads = {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
         total = math.sqrt(sum(float(g.square().sum()) for g in grads.values()))
         assert logs[f"{name}/grad_norm_before_clip"].item() == pytest.approx(total, rel=1e-5)
@@ -262,7 +262,7 @@ def test_agent_clips_each_network_to_gradient_clip_val():
     agent = make_agent(gradient_clip_val=1e-3)
     for name, loss_fn in (("actor", actor_loss), ("critic", critic_loss)):
         module = getattr(agent.model, name)
-        logs = agent.apply_gradients(name, module, getattr(agent, f"{name}_optimizer"), loss_fn(agent, 100.0))
+        logs = apply_gradients(agent, name, module, getattr(agent, f"{name}_optimizer"), loss_fn(agent, 100.0))
         before = logs[f"{name}/grad_norm_before_clip"].item()
         assert before > 1e-3
         assert logs[f"{name}/grad_norm_after_clip"].item() == pytest.approx(1e-3, abs=1e-4)

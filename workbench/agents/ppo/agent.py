@@ -309,12 +309,6 @@ class PPO(BaseAgent):
                 "critic/error_mean": error.mean(), "critic/error_std": error.std()}
         return critic_total, logs
 
-    def apply_gradients(self, name: str, module, optimizer, loss: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Backward one network's loss, then check, clip and step it."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return self.step_network(name, module, optimizer)
-
     def step_network(self, name: str, module, optimizer) -> dict[str, torch.Tensor]:
         """Check, clip and step one network's gradients (ppo-spec 3.8, workbench's skip on bad grads)."""
         c = self.config
