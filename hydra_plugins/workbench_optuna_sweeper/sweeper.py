@@ -181,21 +181,27 @@ class WorkbenchOptunaSweeper(Sweeper):
                 _say(f"summary written to {path}")
         return None
 
+    def _preload_entries(self) -> List[tuple]:
+        """``hydra.sweeper.preload`` as (entry, module, function or "")."""
+        entries = []
+        for entry in map(str, self.conf.get("preload") or []):
+            module, _, function = entry.partition(":")
+            entries.append((entry, module, function))
+        return entries
+
     def _check_preload(self) -> None:
         """Cheap (the module is found, not imported): the dry run that validates a sweep stays fast."""
-        for entry in self.conf.get("preload") or []:
-            module, _, function = str(entry).partition(":")
+        for entry, module, function in self._preload_entries():
             try:
                 found = bool(module) and importlib.util.find_spec(module) is not None
             except (ImportError, ValueError):
                 found = False
-            if not found or (":" in str(entry) and not function.isidentifier()):
+            if not found or (":" in entry and not function.isidentifier()):
                 raise SweepConfigError(f"hydra.sweeper.preload: {entry!r} is not an importable "
                                        "'module' or 'module:function'")
 
     def _preload(self, job_config: DictConfig) -> None:
-        for entry in self.conf.get("preload") or []:
-            module, _, function = str(entry).partition(":")
+        for entry, module, function in self._preload_entries():
             try:
                 loaded = importlib.import_module(module)
                 if function:
