@@ -1,9 +1,9 @@
 """Batched environments and ``make_env``, which builds one from a Hydra ``env`` node.
 
 The node is a plain mapping: ``_target_`` (import path of the env class) plus the
-constructor's keyword arguments. ``device`` and ``seed`` come from the agent, never
-from the yaml. The node is checked before anything is built, so a typo fails fast
-with a message that names it.
+constructor's keyword arguments. ``device`` and ``seed`` (and ``member_seeds`` for a
+population) come from the agent, never from the yaml. The node is checked before anything
+is built, so a typo fails fast with a message that names it.
 """
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from typing import Any
 import torch
 
 from workbench.envs.base import BatchedEnv, StepResult, as_env_ids
+from workbench.envs.population import PopulationEnv, supports_members
 
-__all__ = ["BatchedEnv", "EnvConfigError", "StepResult", "as_env_ids", "make_env", "resolve_env_class"]
+__all__ = ["BatchedEnv", "EnvConfigError", "PopulationEnv", "StepResult", "as_env_ids", "make_env",
+           "resolve_env_class"]
 
 # Supplied by make_env's caller, so not allowed in the config node.
-_CALLER_KWARGS = ("device", "seed")
+_CALLER_KWARGS = ("device", "seed", "member_seeds")
 
 
 class EnvConfigError(ValueError):
@@ -54,8 +56,22 @@ def _check_kwargs(target: str, env_class: type, kwargs: Mapping[str, Any]) -> No
         raise EnvConfigError(f"env config for {target}: num_envs must be an integer >= 1, got {num_envs!r}")
 
 
-def make_env(env_cfg: Mapping[str, Any], *, device: str | torch.device, seed: int) -> BatchedEnv:
-    """Build the env described by ``env_cfg`` (``_target_`` + constructor kwargs) on ``device``."""
+def _check_member_seeds(target: str, member_seeds: Any) -> list[int]:
+    if (not isinstance(member_seeds, (list, tuple)) or not member_seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in member_seeds)):
+        raise EnvConfigError(f"env {target}: member_seeds must be a non-empty list of ints, got {member_seeds!r}")
+    return list(member_seeds)
+
+
+def make_env(env_cfg: Mapping[str, Any], *, device: str | torch.device, seed: int,
+             member_seeds: list[int] | None = None) -> BatchedEnv:
+    """Build the env described by ``env_cfg`` (``_target_`` + constructor kwargs) on ``device``.
+
+    With ``member_seeds`` (P seeds) the env holds a population: P x ``num_envs`` sub-envs,
+    member i's behaving as the single env built with ``seed=member_seeds[i]`` (``seed`` is
+    then unused). Classes whose constructor takes ``member_seeds`` build it natively; any
+    other class is wrapped in a ``PopulationEnv`` of P single envs.
+    """
     if "_target_" not in env_cfg:
         raise EnvConfigError(f"env config needs a '_target_' key (the env class import path), got keys {sorted(env_cfg)}")
     # Copy into plain Python values: OmegaConf nodes must not leak into the env.
@@ -63,7 +79,12 @@ def make_env(env_cfg: Mapping[str, Any], *, device: str | torch.device, seed: in
     target = kwargs.pop("_target_")
     env_class = resolve_env_class(target)
     _check_kwargs(target, env_class, kwargs)
-    return env_class(**kwargs, device=device, seed=seed)
+    if member_seeds is None:
+        return env_class(**kwargs, device=device, seed=seed)
+    seeds = _check_member_seeds(target, member_seeds)
+    if supports_members(env_class):
+        return env_class(**kwargs, device=device, seed=seeds[0], member_seeds=seeds)
+    return PopulationEnv(lambda member_seed: env_class(**kwargs, device=device, seed=member_seed), seeds)
 
 
 def _to_plain(value: Any) -> Any:

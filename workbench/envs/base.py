@@ -9,6 +9,11 @@ Episode ends come in two kinds, kept apart because GAE treats them differently:
 time limit or curriculum cut (bootstrapped from the value of the final state).
 ``step`` returns the post-step, *pre-reset* observation; resets are lazy: the
 agent calls ``reset(done_ids)`` at the start of the next step, as ProtoMotions does.
+
+An env may hold a population (``workbench.envs.population``): ``num_members`` members of
+``member_num_envs`` envs each, member-major, so ``num_envs = num_members * member_num_envs``.
+A single env has ``num_members = 1``; readers use ``getattr(env, "num_members", 1)`` so envs
+written before populations still work.
 """
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ class BatchedEnv(Protocol):
     device: torch.device
     max_episode_length: int  # mutable: the episode-length curriculum assigns it
     dt: float
+    num_members: int  # members of a population; 1 for a single env
+    member_num_envs: int  # envs per member; num_envs for a single env
 
     def reset(self, env_ids: torch.Tensor | None = None) -> TensorDict:
         """Reset the listed envs (None = all, empty = none); return obs of all envs."""

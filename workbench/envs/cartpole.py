@@ -20,15 +20,20 @@ docs/environments.md and ``python -m workbench.envs.cartpole_reference``).
 
 The policy acts in [-1, 1] (scaled to the force range); actions outside are
 clipped by the env, never by the agent.
+
+With ``member_seeds`` it holds a population (``workbench.envs.population``): ``num_envs``
+envs per member, each member's reset draws from its own generator.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDict
 
 from workbench.envs.base import StepResult, as_env_ids
+from workbench.envs.population import TorchMembers
 
 # log(0.1): the smooth bonuses fall to 0.1 at their margin, as DM Control's tolerance().
 _LOG_TENTH = math.log(0.1)
@@ -39,20 +44,22 @@ def gaussian_bonus(value: torch.Tensor, margin: float) -> torch.Tensor:
     return torch.exp(_LOG_TENTH * (value / margin).square())
 
 
-class CartPole:
+class CartPole(TorchMembers):
+    state_names = ("x", "x_dot", "theta", "theta_dot", "progress")
+
     def __init__(self, num_envs: int = 1024, max_episode_length: int = 500, dt: float = 0.02,
                  device: str | torch.device = "cpu", seed: int = 0,
                  cart_mass: float = 1.0, pole_mass: float = 0.1, pole_length: float = 1.0,
                  gravity: float = 9.81, max_force: float = 10.0, track_limit: float = 2.4,
-                 substeps: int = 2, reset_noise: float = 0.01):
+                 substeps: int = 2, reset_noise: float = 0.01, member_seeds: Sequence[int] | None = None):
         if substeps < 1:
             raise ValueError(f"substeps must be >= 1, got {substeps}")
-        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self._init_members(num_envs, seed, member_seeds)  # self.num_envs: all members' envs
         self.action_dim = 1
         self.obs_dim = 5
         self.max_episode_length = max_episode_length
         self.dt = dt
-        self.device = torch.device(device)
         self.cart_mass = cart_mass
         self.pole_mass = pole_mass
         self.pole_half_length = pole_length / 2
@@ -61,26 +68,25 @@ class CartPole:
         self.track_limit = track_limit
         self.substeps = substeps
         self.reset_noise = reset_noise
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         # theta is the pole angle from upright (0 = up, pi = hanging down).
-        self.x = torch.zeros(num_envs, device=self.device)
-        self.x_dot = torch.zeros(num_envs, device=self.device)
-        self.theta = torch.zeros(num_envs, device=self.device)
-        self.theta_dot = torch.zeros(num_envs, device=self.device)
-        self.progress = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.x = torch.zeros(self.num_envs, device=self.device)
+        self.x_dot = torch.zeros(self.num_envs, device=self.device)
+        self.theta = torch.zeros(self.num_envs, device=self.device)
+        self.theta_dot = torch.zeros(self.num_envs, device=self.device)
+        self.progress = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         self.reset()
 
-    def _noise(self, n: int) -> torch.Tensor:
-        return self.reset_noise * torch.randn(n, generator=self.generator, device=self.device)
+    def _reset_draws(self, generator: torch.Generator, n: int) -> tuple[torch.Tensor, ...]:
+        """x, x_dot, theta, theta_dot of ``n`` fresh starts, drawn in this order."""
+        noise = [self.reset_noise * torch.randn(n, generator=generator, device=self.device) for _ in range(4)]
+        noise[2] = math.pi + noise[2]  # the pole hangs down
+        return tuple(noise)
 
     def reset(self, env_ids: torch.Tensor | None = None) -> TensorDict:
         ids = as_env_ids(env_ids, self.num_envs, self.device)
         if ids.numel():
-            n = ids.numel()
-            self.x[ids] = self._noise(n)
-            self.x_dot[ids] = self._noise(n)
-            self.theta[ids] = math.pi + self._noise(n)
-            self.theta_dot[ids] = self._noise(n)
+            ids, (x, x_dot, theta, theta_dot) = self.draw_reset(ids, self._reset_draws)
+            self.x[ids], self.x_dot[ids], self.theta[ids], self.theta_dot[ids] = x, x_dot, theta, theta_dot
             self.progress[ids] = 0
         return self.get_obs()
 
@@ -131,16 +137,6 @@ class CartPole:
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
-
-    def state_dict(self) -> dict:
-        return {"x": self.x.clone(), "x_dot": self.x_dot.clone(), "theta": self.theta.clone(),
-                "theta_dot": self.theta_dot.clone(), "progress": self.progress.clone(),
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("x", "x_dot", "theta", "theta_dot", "progress"):
-            getattr(self, name).copy_(state[name])
-        self.generator.set_state(state["generator"])
 
     def close(self) -> None:
         pass

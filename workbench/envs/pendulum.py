@@ -5,47 +5,55 @@ dt=0.05, |torque|<=2, |speed|<=8, 200-step episodes) so returns are comparable:
 a random policy scores about -1200, a good one about -150. The policy acts in
 [-1, 1] (scaled to the torque range); actions outside are clipped by the env,
 never by the agent. Episodes only end by time limit, so every end is a truncation.
+
+With ``member_seeds`` it holds a population (``workbench.envs.population``): ``num_envs``
+envs per member, each member's reset draws from its own generator.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDict
 
 from workbench.envs.base import StepResult, as_env_ids
+from workbench.envs.population import TorchMembers
 
 
-class Pendulum:
+class Pendulum(TorchMembers):
     max_speed = 8.0
     max_torque = 2.0
     gravity = 10.0
     mass = 1.0
     length = 1.0
+    state_names = ("theta", "theta_dot", "progress")
 
     def __init__(self, num_envs: int = 1024, max_episode_length: int = 200, dt: float = 0.05,
-                 device: str | torch.device = "cpu", seed: int = 0):
-        self.num_envs = num_envs
+                 device: str | torch.device = "cpu", seed: int = 0, member_seeds: Sequence[int] | None = None):
+        self.device = torch.device(device)
+        self._init_members(num_envs, seed, member_seeds)  # self.num_envs: all members' envs
         self.action_dim = 1
         self.obs_dim = 3
         self.max_episode_length = max_episode_length
         self.dt = dt
-        self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.theta = torch.zeros(num_envs, device=self.device)
-        self.theta_dot = torch.zeros(num_envs, device=self.device)
-        self.progress = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.theta = torch.zeros(self.num_envs, device=self.device)
+        self.theta_dot = torch.zeros(self.num_envs, device=self.device)
+        self.progress = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         self.reset()
 
-    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
-        u = torch.rand(n, generator=self.generator, device=self.device)
+    def _uniform(self, generator: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
+        u = torch.rand(n, generator=generator, device=self.device)
         return low + (high - low) * u
+
+    def _reset_draws(self, generator: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._uniform(generator, n, -math.pi, math.pi), self._uniform(generator, n, -1.0, 1.0)
 
     def reset(self, env_ids: torch.Tensor | None = None) -> TensorDict:
         ids = as_env_ids(env_ids, self.num_envs, self.device)
         if ids.numel():
-            self.theta[ids] = self._uniform(ids.numel(), -math.pi, math.pi)
-            self.theta_dot[ids] = self._uniform(ids.numel(), -1.0, 1.0)
+            ids, (theta, theta_dot) = self.draw_reset(ids, self._reset_draws)
+            self.theta[ids], self.theta_dot[ids] = theta, theta_dot
             self.progress[ids] = 0
         return self.get_obs()
 
@@ -70,16 +78,6 @@ class Pendulum:
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
-
-    def state_dict(self) -> dict:
-        return {"theta": self.theta.clone(), "theta_dot": self.theta_dot.clone(),
-                "progress": self.progress.clone(), "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.theta.copy_(state["theta"])
-        self.theta_dot.copy_(state["theta_dot"])
-        self.progress.copy_(state["progress"])
-        self.generator.set_state(state["generator"])
 
     def close(self) -> None:
         pass
