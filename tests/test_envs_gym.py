@@ -133,9 +133,11 @@ def test_pendulum_gym_time_limit_is_truncation_and_no_autoreset():
             assert not env.step(zero).dones.any()
         result = env.step(zero)
         assert result.truncated.all() and not result.terminated.any()
-        # Autoreset is disabled: gymnasium refuses to step an ended env that nobody reset.
-        with pytest.raises(AssertionError):
+        # Autoreset is disabled: stepping an ended env that nobody reset is refused.
+        with pytest.raises(RuntimeError, match=r"sub-envs \[0, 1\] that ended"):
             env.step(zero)
+        env.reset(torch.tensor([0, 1]))
+        assert not env.step(zero).dones.any()
     finally:
         env.close()
 

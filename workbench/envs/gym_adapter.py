@@ -13,13 +13,24 @@
   not lengthen episodes, as gymnasium's TimeLimit still cuts them.
 - Seeding: the first reset seeds sub-env i with ``seed + i``; later resets draw from
   each sub-env's own RNG, so a run is deterministic given ``seed``.
+- Stepping a sub-env that ended (gymnasium's terminated or truncated) and was not reset
+  raises ``RuntimeError``: there is no silent autoreset.
 - ``state_dict`` holds the step counters, ``max_episode_length`` and each sub-env's
   RNG state. The simulator state (MuJoCo qpos/qvel, ...) is NOT restored: after a
   resume, reset all envs (the agent does) and episodes continue from fresh starts.
+- Populations (``member_seeds``): one vector env of P x N sub-envs, sub-env j of member i
+  (index ``i * N + j``) seeded ``member_seeds[i] + j``, as in member i's single env.
+- Lean step: the sub-envs are built without PassiveEnvChecker and OrderEnforcing (they
+  only police call order, and every sub-env is reset before its first step); gymnasium's
+  TimeLimit stays, it is the truncation. In ``sync`` mode the adapter steps the sub-envs
+  itself straight into float32 arrays, skipping the vector env's info merging and copies
+  (``bench/gym_step_cost.py`` measures what that saves).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import importlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -28,22 +39,27 @@ import torch
 from tensordict import TensorDict
 
 from workbench.envs.base import StepResult, as_env_ids
+from workbench.envs.population import MemberStateMixin, member_seed_list
 
 
-class GymVectorEnv:
+class GymVectorEnv(MemberStateMixin):
+    shared_state_keys = ("max_episode_length",)
+
     def __init__(self, gym_id: str, num_envs: int = 8, max_episode_length: int | None = None,
                  device: str | torch.device = "cpu", seed: int = 0,
-                 vectorization_mode: str = "sync", env_kwargs: Mapping[str, Any] | None = None):
+                 vectorization_mode: str = "sync", env_kwargs: Mapping[str, Any] | None = None,
+                 member_seeds: Sequence[int] | None = None):
         if vectorization_mode not in ("sync", "async"):
             raise ValueError(f"vectorization_mode must be 'sync' or 'async', got {vectorization_mode!r}")
+        seeds = member_seed_list(seed, member_seeds)
         self.gym_id = gym_id
-        self.num_envs = num_envs
+        self.num_members, self.member_num_envs = len(seeds), num_envs
+        self.num_envs = num_envs = num_envs * len(seeds)
         self.device = torch.device(device)
         self.seed = seed
-        self.envs = gym.make_vec(
-            gym_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.DISABLED},
-            **dict(env_kwargs or {}))
+        self.envs = _make_vec(gym_id, num_envs, vectorization_mode, env_kwargs)
+        # sync: the adapter steps the sub-envs itself (see the module docstring)
+        self._sub_envs = self.envs.envs if vectorization_mode == "sync" else None
 
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Box):
@@ -52,16 +68,20 @@ class GymVectorEnv:
                              f"got {obs_space} and {act_space}")
         self.obs_dim = int(np.prod(obs_space.shape))
         self.action_dim = int(np.prod(act_space.shape))
-        self.action_low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device).reshape(-1)
-        self.action_high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device).reshape(-1)
-        # env action = mid + clip(a) * half_range: low + (a + 1)/2 (high - low) in one op; an
-        # unbounded dimension gets (0, 1), so it passes the clipped value
-        bounded = torch.isfinite(self.action_low) & torch.isfinite(self.action_high)
-        half_range = 0.5 * (self.action_high - self.action_low)
-        self._action_half_range = torch.where(bounded, half_range, torch.ones_like(half_range))
-        self._action_mid = torch.where(bounded, self.action_low + half_range, torch.zeros_like(half_range))
+        self.action_low = act_space.low.astype(np.float32).reshape(-1)
+        self.action_high = act_space.high.astype(np.float32).reshape(-1)
+        # env action = mid + clip(a) * half_range: low + (a + 1)/2 (high - low); an unbounded
+        # dimension gets (0, 1), so it passes the clipped value. numpy, not torch: the action
+        # goes to the CPU simulator anyway, and a numpy op on a few envs costs less dispatch.
+        with np.errstate(invalid="ignore", over="ignore"):
+            bounded = np.isfinite(self.action_low) & np.isfinite(self.action_high)
+            half_range = 0.5 * (self.action_high - self.action_low)
+            self._action_half_range = np.where(bounded, half_range, 1.0).astype(np.float32)
+            self._action_mid = np.where(bounded, self.action_low + half_range, 0.0).astype(np.float32)
+        self._action = np.empty((num_envs, self.action_dim), dtype=np.float32)  # reused each step
         self._action_shape = (num_envs, *act_space.shape)
         self._action_dtype = act_space.dtype
+        self._obs_shape = obs_space.shape
 
         spec_limit = self.envs.spec.max_episode_steps if self.envs.spec is not None else None
         if max_episode_length is None:
@@ -72,14 +92,23 @@ class GymVectorEnv:
         # per-env bookkeeping in numpy: the simulator is on the CPU anyway, and a numpy op on a
         # few envs costs a fraction of a torch op's dispatch
         self._progress = np.zeros(num_envs, dtype=np.int64)
+        self._ended = np.zeros(num_envs, dtype=np.bool_)  # ended in gymnasium's eyes, not reset yet
         self._on_cpu = self.device.type == "cpu"
-        obs, _ = self.envs.reset(seed=seed)
-        self._set_obs(obs)
+        self._batch_size = torch.Size([num_envs])
+        # sub-env j of member i gets seed_i + j, as in member i's single env
+        obs, _ = self.envs.reset(seed=[s + j for s in seeds for j in range(self.member_num_envs)])
+        self._set_obs(np.asarray(obs, dtype=np.float32).reshape(num_envs, -1))
 
-    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
-        """Clip to [-1, 1] and map onto the Box bounds; infinite bounds pass the clipped value."""
-        action = action.reshape(self.num_envs, self.action_dim).clamp(-1.0, 1.0)
-        return torch.addcmul(self._action_mid, action, self._action_half_range)
+    def scale_action(self, action: torch.Tensor) -> np.ndarray:
+        """Clip to [-1, 1] and map onto the Box bounds; infinite bounds pass the clipped value.
+
+        Returns the adapter's reused action buffer (valid until the next call).
+        """
+        policy_action = action.detach().reshape(self.num_envs, self.action_dim).cpu().numpy()
+        np.clip(policy_action, -1.0, 1.0, out=self._action)
+        self._action *= self._action_half_range
+        self._action += self._action_mid
+        return self._action
 
     @property
     def progress(self) -> torch.Tensor:
@@ -91,10 +120,17 @@ class GymVectorEnv:
         if ids.numel():
             mask = np.zeros(self.num_envs, dtype=np.bool_)
             mask[ids.cpu().numpy()] = True
-            obs, _ = self.envs.reset(options={"reset_mask": mask})
-            self._set_obs(obs)
-            self._progress[mask] = 0
+            self._reset_masked(mask)
         return self.get_obs()
+
+    def _reset_masked(self, mask: np.ndarray, seeds: list[int | None] | None = None) -> None:
+        obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
+        # only the reset rows are new: in sync mode the vector env never saw the steps since
+        obs_np = self._obs_np.copy()
+        obs_np[mask] = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)[mask]
+        self._set_obs(obs_np)
+        self._progress[mask] = 0
+        self._ended[mask] = False
 
     def get_obs(self) -> TensorDict:
         # one TensorDict per observation, shared by step() and the next reset() of no env;
@@ -102,48 +138,94 @@ class GymVectorEnv:
         return self._obs_td
 
     def _set_obs(self, obs: np.ndarray) -> None:
-        # np.array copies: the tensors must not alias buffers the vector env may reuse
-        flat = self._tensor(np.array(obs, dtype=np.float32).reshape(self.num_envs, -1))
-        self._obs_td = TensorDict({"obs": flat}, batch_size=[self.num_envs], device=self.device)
+        """Publish a fresh [num_envs, obs_dim] float32 array, never written again (tensors alias it)."""
+        self._obs_np = obs
+        self._obs_td = TensorDict({"obs": self._tensor(obs)}, batch_size=self._batch_size, device=self.device)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
         return tensor if self._on_cpu else tensor.to(self.device)
 
     def step(self, action: torch.Tensor) -> StepResult:
-        env_action = self.scale_action(action).detach().cpu().numpy().astype(self._action_dtype, copy=False)
-        obs, reward, gym_terminated, gym_truncated, _ = self.envs.step(env_action.reshape(self._action_shape))
+        if self._ended.any():
+            raise RuntimeError(f"{self.gym_id}: step() on sub-envs {np.flatnonzero(self._ended).tolist()} that ended "
+                               "and were not reset; call reset(done_ids) first (autoreset is disabled)")
+        env_action = self.scale_action(action).astype(self._action_dtype, copy=False).reshape(self._action_shape)
+        obs, reward, terminated, gym_truncated = self._step_envs(env_action)
         self._set_obs(obs)
         self._progress += 1
+        self._ended = terminated | gym_truncated
 
-        terminated = np.array(gym_terminated, dtype=np.bool_)
-        truncated = (np.asarray(gym_truncated, dtype=np.bool_) | (self._progress >= self.max_episode_length)) & ~terminated
-        terminated_t = self._tensor(terminated)
-        terminate = terminated_t.float()
+        truncated = (gym_truncated | (self._progress >= self.max_episode_length)) & ~terminated
+        terminate = self._tensor(terminated.astype(np.float32))
         extras = {"terminate": terminate, "termination/env": terminate}
-        return StepResult(self._obs_td, self._tensor(np.array(reward, dtype=np.float32)), terminated_t,
-                          self._tensor(truncated), extras)
+        return StepResult(self._obs_td, self._tensor(reward), self._tensor(terminated), self._tensor(truncated), extras)
+
+    def _step_envs(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step every sub-env: fresh float32 obs [N, obs_dim], float32 reward, bool terminated, truncated."""
+        if self._sub_envs is None:  # async: the worker processes step, through gymnasium's vector env
+            obs, reward, terminated, truncated, _ = self.envs.step(action)
+            return (np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1), np.asarray(reward, dtype=np.float32),
+                    np.asarray(terminated, dtype=np.bool_), np.asarray(truncated, dtype=np.bool_))
+        obs = np.empty((self.num_envs, *self._obs_shape), dtype=np.float32)
+        reward = np.empty(self.num_envs, dtype=np.float32)
+        terminated = np.empty(self.num_envs, dtype=np.bool_)
+        truncated = np.empty(self.num_envs, dtype=np.bool_)
+        for i, env in enumerate(self._sub_envs):
+            obs[i], reward[i], terminated[i], truncated[i], _ = env.step(action[i])
+        return obs.reshape(self.num_envs, -1), reward, terminated, truncated
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
 
-    def state_dict(self) -> dict:
-        rngs = self.envs.get_attr("np_random")
-        return {"progress": torch.from_numpy(self._progress.copy()), "max_episode_length": self.max_episode_length,
+    def member_state_dict(self, member: int) -> dict:
+        rows = self.member_slice(member)
+        rngs = self.envs.get_attr("np_random")[rows]
+        return {"progress": torch.from_numpy(self._progress[rows].copy()), "max_episode_length": self.max_episode_length,
                 "np_random": [rng.bit_generator.state for rng in rngs]}
 
-    def load_state_dict(self, state: dict) -> None:
-        self._progress[:] = state["progress"].cpu().numpy()
-        self.max_episode_length = state["max_episode_length"]
-        rngs = []
-        for rng_state in state["np_random"]:
-            bit_generator = getattr(np.random, rng_state["bit_generator"])()
-            bit_generator.state = rng_state
-            rngs.append(np.random.Generator(bit_generator))
+    def load_member_state_dict(self, member: int, state: dict) -> None:
+        """Load a single env's state into ``member``; ``max_episode_length`` stays shared (see ``load_state_dict``)."""
+        rows = self.member_slice(member)
+        if len(state["np_random"]) != self.member_num_envs:
+            raise ValueError(f"state holds {len(state['np_random'])} sub-envs, a member here has {self.member_num_envs}")
+        self._progress[rows] = state["progress"].cpu().numpy()
+        rngs = list(self.envs.get_attr("np_random"))
+        rngs[rows] = [_generator(rng_state) for rng_state in state["np_random"]]
         self.envs.set_attr("np_random", rngs)
+
+    def reset_member(self, member: int, seed: int) -> None:
+        """Make ``member`` what a fresh single env with ``seed`` is: sub-env j reset with ``seed + j``."""
+        rows = self.member_slice(member)
+        mask = np.zeros(self.num_envs, dtype=np.bool_)
+        mask[rows] = True
+        seeds: list[int | None] = [None] * self.num_envs
+        seeds[rows] = [seed + j for j in range(self.member_num_envs)]
+        self._reset_masked(mask, seeds)
 
     def close(self) -> None:
         self.envs.close()
+
+
+def _make_vec(gym_id: str, num_envs: int, vectorization_mode: str,
+              env_kwargs: Mapping[str, Any] | None) -> gym.vector.VectorEnv:
+    """``gym.make_vec`` with autoreset off and without the call-order wrappers (module docstring)."""
+    module, _, env_id = gym_id.rpartition(":")
+    if module:  # gymnasium's "module:Env-v0" form: the module registers the env
+        importlib.import_module(module)
+    spec = copy.deepcopy(gym.spec(env_id))
+    spec.order_enforce = False
+    spec.disable_env_checker = True
+    # copy=False: the adapter copies every observation into its own float32 array
+    return gym.make_vec(spec, num_envs=num_envs, vectorization_mode=vectorization_mode,
+                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.DISABLED, "copy": False},
+                        **dict(env_kwargs or {}))
+
+
+def _generator(rng_state: dict) -> np.random.Generator:
+    bit_generator = getattr(np.random, rng_state["bit_generator"])()
+    bit_generator.state = rng_state
+    return np.random.Generator(bit_generator)
 
 
 def _has_dt(envs: gym.vector.VectorEnv) -> bool:
