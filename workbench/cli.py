@@ -40,6 +40,7 @@ def _discard_run_dir(output_dir: Path) -> None:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def train_app(cfg: DictConfig):
     from workbench.agents.common.checkpoint import CheckpointError
+    from workbench.agents.ppo.population import PopulationConfigError
     from workbench.envs import EnvConfigError
     from workbench.train import run_training
 
@@ -48,8 +49,12 @@ def train_app(cfg: DictConfig):
         if cfg.get("trial") is not None:
             from workbench.sweep.trial import run_trial
             return run_trial(cfg, output_dir, run_training)
+        from workbench.train_population import is_population, run_population
+        if is_population(cfg):
+            results = run_population(cfg, output_dir)
+            return [r.final_eval_return for r in results]
         result = run_training(cfg, output_dir)
-    except (ConfigError, EnvConfigError, CheckpointError) as err:
+    except (ConfigError, EnvConfigError, CheckpointError, PopulationConfigError) as err:
         if cfg.get("trial") is not None:
             raise
         print(f"workbench train: error: {err}", file=sys.stderr)

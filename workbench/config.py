@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -18,6 +18,20 @@ from workbench.agents.ppo.config import PPOAgentConfig
 from workbench.tracking.config import LoggerConfig
 
 DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class PopulationConfig:
+    """P agents trained side by side as one batched computation (one W&B run and output dir each).
+
+    ``seeds``: one member per seed. ``size``: seeds seed .. seed + size - 1. ``members``: per-member
+    overrides (a mapping of dotted config keys to values, one per member; a population file in
+    ``conf/population/`` holds them), which may change only the knobs listed in
+    ``workbench.agents.ppo.population.PER_MEMBER`` and ``seed``. Nothing set: a single run."""
+    seeds: Optional[List[int]] = None
+    size: Optional[int] = None
+    members: List[Any] = field(default_factory=list)
+    name: Optional[str] = None  # the members' W&B group; default: the run directory's name
 
 
 @dataclass
@@ -31,6 +45,7 @@ class WorkbenchConfig:
     checkpoint: Optional[str] = None  # a .ckpt to start from; <output_dir>/last.ckpt is resumed automatically
     load_training_state: bool = True  # false = warm start (weights only)
     trial: Optional[Any] = None  # filled by the Optuna sweeper for sweep trials
+    population: PopulationConfig = field(default_factory=PopulationConfig)
 
 
 def register_configs() -> None:
@@ -90,6 +105,8 @@ RANGE_CHECKS = [
     ("env.num_envs", lambda v: v >= 1, "must be >= 1"),
     ("device", lambda v: v in DEVICES, f"must be one of {', '.join(DEVICES)}"),
     ("torch_threads", lambda v: v >= 1, "must be >= 1 or null"),
+    ("population.size", lambda v: v >= 1, "must be >= 1 or null"),
+    ("population.seeds", lambda v: len(v) >= 1, "must list at least one seed, or be null"),
 ]
 
 

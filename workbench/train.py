@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from workbench.agents.ppo.agent import PPO
+from workbench.agents.ppo.agent import EVAL_SEED_OFFSET, PPO
 from workbench.agents.ppo.config import PPOAgentConfig
-from workbench.config import validate
+from workbench.config import ConfigError, validate
 from workbench.envs import make_env
 from workbench.tracking import Tracker, start_service
 from workbench.tracking.secrets import scrub_secrets
@@ -52,19 +52,36 @@ def resolve_device(name: str) -> torch.device:
 
 def build_agent(cfg: DictConfig, output_dir: Path | None) -> PPO:
     """Validate the config, build the training and evaluation envs and the agent (seeded)."""
-    validate(cfg)
+    return build_population([cfg], [output_dir], single=True)
+
+
+def build_population(member_cfgs: list[DictConfig], output_dirs: list[Path | None], single: bool = False) -> PPO:
+    """One agent for the members' composed configs (each validated; they share the env and the
+    structural agent fields). ``single``: a plain run, whose env is built without members."""
+    for member_cfg in member_cfgs:
+        validate(member_cfg)
+    cfg = member_cfgs[0]
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    seeds = [int(c.seed) for c in member_cfgs]
+    torch.manual_seed(seeds[0])
     env_spec = OmegaConf.to_container(cfg.env, resolve=True)
-    env = make_env(env_spec, device=device, seed=cfg.seed)
-    eval_envs = cfg.agent.evaluator.num_envs or min(64, env.num_envs)
-    eval_env = make_env({**env_spec, "num_envs": eval_envs}, device=device, seed=cfg.seed + 1_000_003)
-    if cfg.agent.model.actor.num_out is None:
-        cfg.agent.model.actor.num_out = env.action_dim
-    agent_config: PPOAgentConfig = OmegaConf.to_object(cfg.agent)
-    return PPO(agent_config, env, device=device, eval_env=eval_env, output_dir=output_dir, seed=cfg.seed)
+    for i, member_cfg in enumerate(member_cfgs[1:], start=1):
+        if OmegaConf.to_container(member_cfg.env, resolve=True) != env_spec:
+            raise ConfigError(f"population.members[{i}].env", "differs", "all members share one env config")
+    members = None if single else seeds
+    env = make_env(env_spec, device=device, seed=seeds[0], member_seeds=members)
+    eval_envs = cfg.agent.evaluator.num_envs or min(64, env.num_envs // len(seeds))
+    eval_seeds = None if single else [s + EVAL_SEED_OFFSET for s in seeds]
+    eval_env = make_env({**env_spec, "num_envs": eval_envs}, device=device, seed=seeds[0] + EVAL_SEED_OFFSET,
+                        member_seeds=eval_seeds)
+    agent_configs: list[PPOAgentConfig] = []
+    for member_cfg in member_cfgs:
+        if member_cfg.agent.model.actor.num_out is None:
+            member_cfg.agent.model.actor.num_out = env.action_dim
+        agent_configs.append(OmegaConf.to_object(member_cfg.agent))
+    return PPO(agent_configs, env, device=device, eval_env=eval_env, seed=seeds, output_dirs=output_dirs)
 
 
 def warm_up(cfg: DictConfig) -> None:
@@ -108,7 +125,7 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
 
     best = -float("inf")
 
-    def on_iteration(metrics: dict[str, float]) -> None:
+    def on_iteration(member: int, metrics: dict[str, float]) -> None:
         nonlocal best
         tracker.log(metrics)
         if not announced and tracker.started:

@@ -14,17 +14,18 @@ import torch
 
 @dataclass
 class FinishedEpisodes:
-    count: torch.Tensor  # () how many episodes ended in the rollout
-    return_sum: torch.Tensor  # () sum of their returns
-    length_sum: torch.Tensor  # () sum of their lengths
+    """Per env (the rollout's shape without its time dim): episodes ended, their returns, lengths."""
+    count: torch.Tensor
+    return_sum: torch.Tensor
+    length_sum: torch.Tensor
 
 
 def account_episodes(rewards: torch.Tensor, dones: torch.Tensor, running_return: torch.Tensor,
                      running_length: torch.Tensor) -> FinishedEpisodes:
-    """Finished episodes of a [T, N] rollout; updates ``running_return``/``running_length`` ([N],
-    the unfinished episodes' sums) in place, as a step-by-step loop would leave them."""
+    """Finished episodes of a [T, ...envs] rollout; updates ``running_return``/``running_length``
+    ([...envs], the unfinished episodes' sums) in place, as a step-by-step loop would leave them."""
     T = rewards.shape[0]
-    steps = torch.arange(T, device=rewards.device).unsqueeze(-1).expand_as(dones)
+    steps = torch.arange(T, device=rewards.device).view(T, *([1] * (dones.dim() - 1))).expand_as(dones)
     # float64 sums: a difference of two long cumulative sums must not lose the small ones
     cum = torch.cat((torch.zeros_like(rewards[:1], dtype=torch.float64), rewards.double().cumsum(0)))
     # last done strictly before t (-1: none in this rollout), then the episode's first step
@@ -34,8 +35,8 @@ def account_episodes(rewards: torch.Tensor, dones: torch.Tensor, running_return:
 
     ep_return = cum[1:] - cum.gather(0, start) + carried * running_return.double()
     ep_length = (steps - start + 1) + carried * running_length.long()
-    finished = FinishedEpisodes(dones.sum().float(), (ep_return * dones).sum().float(),
-                                (ep_length * dones).sum().float())
+    finished = FinishedEpisodes(dones.sum(0).double(), (ep_return * dones).sum(0),
+                                (ep_length * dones).sum(0).double())
 
     still_carried = ~dones.any(0)  # no done at all: the old episode runs on
     tail_start = (last_done[-1] + 1).clamp(max=T)

@@ -13,6 +13,7 @@ import copy
 import torch
 
 from workbench.agents.base.config import EvaluatorConfig
+from workbench.metric_names import EVAL
 
 
 class Evaluator:
@@ -20,7 +21,11 @@ class Evaluator:
         self.config = config
         self.env = env
         self.eval_count = 0
-        self._initial_state = copy.deepcopy(env.state_dict())
+        self.refresh_initial_state()
+
+    def refresh_initial_state(self) -> None:
+        """Every evaluation starts from the env's state now (call after replacing a member's envs)."""
+        self._initial_state = copy.deepcopy(self.env.state_dict())
 
     def due(self, epoch: int) -> bool:
         every = self.config.eval_metrics_every
@@ -34,62 +39,73 @@ class Evaluator:
         return out
 
     @torch.no_grad()
-    def evaluate(self, actor) -> dict[str, float]:
-        """Run the mean policy for max_eval_steps; return eval/* metrics (floats)."""
+    def evaluate(self, actor, num_members: int = 1) -> list[dict[str, float]]:
+        """Run the mean policy for max_eval_steps; return eval/* metrics (floats), one dict per member.
+
+        The env holds ``num_members`` x n envs, member-major; member p acts on its own n envs."""
         env = self.env
         env.load_state_dict(copy.deepcopy(self._initial_state))
         obs = env.reset()
-        n = env.num_envs
+        P = num_members
+        n = env.num_envs // P
         device = env.device
-        ep_return = torch.zeros(n, device=device)
-        ep_length = torch.zeros(n, device=device)
-        done_returns, done_lengths = [], []
+        ep_return = torch.zeros(P, n, device=device)
+        ep_length = torch.zeros(P, n, device=device)
+        done_return = torch.zeros(P, dtype=torch.float64, device=device)
+        done_length = torch.zeros(P, dtype=torch.float64, device=device)
+        done_count = torch.zeros(P, dtype=torch.float64, device=device)
         components = self._component_thresholds()
-        failed = torch.zeros(n, dtype=torch.bool, device=device)
-        failed_by = {name: torch.zeros(n, dtype=torch.bool, device=device) for name in components}
-        stats = {name: [] for name in components}
+        failed = torch.zeros(P, n, dtype=torch.bool, device=device)
+        failed_by = {name: torch.zeros(P, n, dtype=torch.bool, device=device) for name in components}
+        stats: dict[str, list[torch.Tensor]] = {name: [] for name in components}
 
         was_training = actor.training
         actor.eval()
         done_ids = torch.empty(0, dtype=torch.long, device=device)
         for _ in range(self.config.max_eval_steps):
             obs = env.reset(done_ids)
-            mu, _ = actor.distribution(obs.clone(False))
-            step = env.step(mu)
-            ep_return += step.reward
+            mu, _ = actor.distribution(obs.clone(False).reshape(P, n))
+            step = env.step(mu.reshape(P * n, -1))
+            ep_return += step.reward.view(P, n)
             ep_length += 1
-            dones = step.dones
+            dones = step.dones.view(P, n)
             for name, (threshold, fail_above) in components.items():
                 value = step.extras.get(name)
                 if value is None:
                     continue
-                stats[name].append(value.float())
+                value = value.float().view(P, n)
+                stats[name].append(value)
                 if threshold is not None:  # a failure is sticky for the rest of the evaluation
                     failed_by[name] |= value > threshold if fail_above else value < threshold
                     failed |= failed_by[name]
             if dones.any():
-                done_returns.append(ep_return[dones].clone())
-                done_lengths.append(ep_length[dones].clone())
-                ep_return[dones] = 0
-                ep_length[dones] = 0
-            done_ids = dones.nonzero().squeeze(-1)
+                done_return += (ep_return * dones).sum(1, dtype=torch.float64)
+                done_length += (ep_length * dones).sum(1, dtype=torch.float64)
+                done_count += dones.sum(1)
+                ep_return.masked_fill_(dones, 0)
+                ep_length.masked_fill_(dones, 0)
+            done_ids = dones.reshape(-1).nonzero().squeeze(-1)
         actor.train(was_training)
         self.eval_count += 1
 
-        if done_returns:  # completed episodes only; partial ones would bias the mean
-            returns, lengths = torch.cat(done_returns), torch.cat(done_lengths)
-        else:
-            returns, lengths = ep_return, ep_length
-        metrics = {"eval/episode_reward": returns.mean().item(), "eval/episode_length": lengths.mean().item(),
-                   "eval/num_episodes": float(returns.numel()), "eval/num_evaluated": float(n)}
-        if any(t is not None for t, _ in components.values()):
-            metrics["eval/success_rate"] = 1.0 - failed.float().mean().item()
-        for name, (threshold, _) in components.items():
-            if threshold is not None:
-                metrics[f"eval/{name}/failure_rate"] = failed_by[name].float().mean().item()
-        for name, values in stats.items():
-            if values:
-                v = torch.stack(values)
-                metrics.update({f"eval/{name}/mean": v.mean().item(), f"eval/{name}/max": v.max().item(),
-                                f"eval/{name}/min": v.min().item()})
-        return metrics
+        # completed episodes only (partial ones would bias the mean); none completed: the partial ones
+        finished = done_count > 0
+        returns = torch.where(finished, done_return / done_count.clamp(min=1), ep_return.double().mean(1))
+        lengths = torch.where(finished, done_length / done_count.clamp(min=1), ep_length.double().mean(1))
+        episodes = torch.where(finished, done_count, torch.full_like(done_count, n))
+        out = []
+        for p in range(P):
+            metrics = {EVAL.episode_reward: returns[p].item(), EVAL.episode_length: lengths[p].item(),
+                       EVAL.num_episodes: episodes[p].item(), EVAL.num_evaluated: float(n)}
+            if any(t is not None for t, _ in components.values()):
+                metrics[EVAL.success_rate] = 1.0 - failed[p].float().mean().item()
+            for name, (threshold, _) in components.items():
+                if threshold is not None:
+                    metrics[f"eval/{name}/failure_rate"] = failed_by[name][p].float().mean().item()
+            for name, values in stats.items():
+                if values:
+                    v = torch.stack([x[p] for x in values])
+                    metrics.update({f"eval/{name}/mean": v.mean().item(), f"eval/{name}/max": v.max().item(),
+                                    f"eval/{name}/min": v.min().item()})
+            out.append(metrics)
+        return out

@@ -1,15 +1,18 @@
-"""Gradient inspection, bad-gradient handling and clipping for one network (ppo-spec 3.8).
+"""Gradient inspection, bad-gradient handling and clipping, per member, for one network.
 
-Workbench difference (spec section 10): a bad gradient with ``fail_on_bad_grads``
-off skips the optimizer step entirely (no Adam moment update) instead of zeroing
-the gradients and stepping anyway.
+Per member p: the total L2 norm of its gradient; it is bad if not finite, or (with
+``check_grad_mag``) above 1e6. A bad member is not clipped and the caller skips its optimizer
+step (workbench difference from the reference, which zeroes the grads and steps anyway, so
+Adam's moments still move). Clipping scales member p's gradient to at most ``clip_val[p]``
+(0 = off). Members are independent: one member's bad gradient never touches another's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+
+from workbench.agents.common.flat_params import FlatParameters
 
 BAD_GRAD_NORM = 1e6
 
@@ -20,38 +23,40 @@ class BadGradientError(ValueError):
 
 @dataclass
 class GradStep:
-    """What happened to one network's gradients in one optimisation step."""
+    """What happened to one network's gradients in one optimisation step, per member ([P])."""
     norm_before_clip: torch.Tensor
     norm_after_clip: torch.Tensor
-    bad: bool
+    bad: torch.Tensor  # bool
     layer_norms: dict[str, torch.Tensor]
 
 
-def inspect_and_clip(module: nn.Module, clip_val: float, check_magnitude: bool,
-                     fail_on_bad: bool, name: str,
-                     named_params: list[tuple[str, nn.Parameter]] | None = None) -> GradStep:
-    """Measure the total grad norm, decide if it is bad, clip it; the caller steps only if not bad.
-    ``named_params``: the module's ``named_parameters()``, when the caller keeps them (walking the
-    module tree every minibatch costs more than the norms of a small MLP)."""
-    if named_params is None:
-        named_params = list(module.named_parameters())
-    grads = [(n, p.grad) for n, p in named_params if p.grad is not None]
-    per_param = torch._foreach_norm([g for _, g in grads]) if grads else []
-    total = torch.linalg.vector_norm(torch.stack(per_param)) if grads else torch.zeros(())
-    total_value = float(total)
-    bad = not torch.isfinite(total).item() or (check_magnitude and total_value > BAD_GRAD_NORM)
-    if bad and fail_on_bad:
-        flat = torch.cat([g.reshape(-1) for _, g in grads])
-        finite = torch.isfinite(flat)
-        raise BadGradientError(
-            f"{name} gradients are bad: norm={total_value:.4g}, non-finite fraction="
-            f"{1 - finite.float().mean().item():.4g}, |grad| min={flat[finite].abs().min().item() if finite.any() else float('nan'):.4g} "
-            f"max={flat[finite].abs().max().item() if finite.any() else float('nan'):.4g} "
+def inspect_and_clip(flat: FlatParameters, clip_val: torch.Tensor, check_magnitude: bool, fail_on_bad: bool,
+                     name: str, members: torch.Tensor) -> GradStep:
+    """Measure, judge and clip the gradients of the members where ``members`` ([P] bool) is set."""
+    per_param_sq = flat.per_param_sq_norms()  # [P, num_params]
+    total = per_param_sq.sum(1).sqrt()
+    bad = ~torch.isfinite(total)
+    if check_magnitude:
+        bad |= total > BAD_GRAD_NORM
+    bad &= members
+    if fail_on_bad and bool(bad.any()):
+        raise BadGradientError(_describe_bad(flat, name, bad, total))
+    clip = clip_val.to(total.dtype)
+    coef = torch.where((clip > 0) & ~bad, (clip / (total + 1e-6)).clamp(max=1.0), torch.ones_like(total))
+    if bool((coef < 1.0).any()):
+        flat.grad.mul_(coef.unsqueeze(1))
+    after = total * coef
+    layers = ({n: per_param_sq[:, i].sqrt() for i, n in enumerate(flat.names)} if check_magnitude else {})
+    return GradStep(total, after, bad, layers)
+
+
+def _describe_bad(flat: FlatParameters, name: str, bad: torch.Tensor, total: torch.Tensor) -> str:
+    member = int(bad.nonzero()[0])
+    g = flat.grad[member]
+    finite = torch.isfinite(g)
+    low = g[finite].abs().min().item() if finite.any() else float("nan")
+    high = g[finite].abs().max().item() if finite.any() else float("nan")
+    who = f" (member {member})" if flat.num_members > 1 else ""
+    return (f"{name} gradients are bad{who}: norm={total[member].item():.4g}, non-finite fraction="
+            f"{1 - finite.float().mean().item():.4g}, |grad| min={low:.4g} max={high:.4g} "
             f"(set fail_on_bad_grads=false to skip such steps instead)")
-    after = total
-    if not bad and clip_val > 0:
-        coef = (clip_val / (total + 1e-6)).clamp(max=1.0)
-        torch._foreach_mul_([g for _, g in grads], coef)
-        after = total * coef
-    layers = {n: v for (n, _), v in zip(grads, per_param)} if check_magnitude else {}
-    return GradStep(total.detach(), after.detach(), bad, layers)

@@ -12,23 +12,30 @@ import torch
 
 
 class PackedRollout:
+    """A population's flattened rollout: every field ``[P, size, ...]``; member p's minibatch
+    rows come from member p's own data."""
+
     def __init__(self, data: dict[str, torch.Tensor]):
         self.keys = list(data)
-        size = next(iter(data.values())).shape[0]
+        first = next(iter(data.values()))
+        P, size = first.shape[:2]
         self.packed_keys = [k for k, v in data.items() if v.dtype == torch.float32]
-        self.shapes = {k: data[k].shape[1:] for k in self.packed_keys}
+        self.shapes = {k: data[k].shape[2:] for k in self.packed_keys}
         self.widths = [math.prod(self.shapes[k]) for k in self.packed_keys]
-        self.packed = (torch.cat([data[k].reshape(size, -1) for k in self.packed_keys], dim=1)
+        self.packed = (torch.cat([data[k].reshape(P, size, -1) for k in self.packed_keys], dim=2)
                        if self.packed_keys else None)
         self.others = {k: v for k, v in data.items() if k not in self.shapes}  # bool, int, float64
+        self.members = torch.arange(P, device=first.device).unsqueeze(1)
 
     def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The rows ``idx`` of every field, in the fields' original order."""
+        """Rows ``idx[p]`` of member p ([P, B] indices) of every field, in the fields' original order."""
+        P, B = idx.shape
         out: dict[str, torch.Tensor] = {}
+        take = (lambda v: v.index_select(1, idx[0])) if P == 1 else (lambda v: v[self.members, idx])
         if self.packed is not None:
-            rows = self.packed.index_select(0, idx)
-            for key, part in zip(self.packed_keys, rows.split(self.widths, dim=1)):
-                out[key] = part.reshape(len(idx), *self.shapes[key])
+            rows = take(self.packed)
+            for key, part in zip(self.packed_keys, rows.split(self.widths, dim=2)):
+                out[key] = part.reshape(P, B, *self.shapes[key])
         for key, value in self.others.items():
-            out[key] = value.index_select(0, idx)
+            out[key] = take(value)
         return {k: out[k] for k in self.keys}

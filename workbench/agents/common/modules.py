@@ -1,7 +1,8 @@
 """TensorDict network modules: MLPWithConcat, ObsProcessor, ModuleContainer, and the module ops.
 
-Every module reads ``in_keys`` from a TensorDict (batch dim 0) and writes its
-``out_keys`` into the same TensorDict.
+Every module reads ``in_keys`` from a TensorDict and writes its ``out_keys`` into the same
+TensorDict. Modules carry a leading member dimension (``num_members`` networks of one shape,
+see stacked.py): tensors are ``[P, batch, ...]``, and a single agent is P = 1.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from workbench.agents.common import config as cfgs
 from workbench.agents.common.running_mean_std import RunningMeanStd
+from workbench.agents.common.stacked import StackedLayerNorm, StackedLinear, stacked_linear
 from workbench.agents.common.tanh import tanh as fast_tanh
 
 ACTIVATIONS = {
@@ -39,7 +41,7 @@ def make_activation(name: str | None) -> nn.Module:
 # layers are therefore not run; hook the MLP's container module instead. Tanh goes through
 # workbench's tanh (faster on large CPU batches, see tanh.py).
 _DIRECT_CALLS = {
-    nn.Linear: lambda m, x: nn.functional.linear(x, m.weight, m.bias),
+    StackedLinear: lambda m, x: stacked_linear(x, m.weight, m.bias) if m.in_features is not None else m(x),
     nn.Tanh: lambda m, x: fast_tanh(x),
     nn.ReLU: lambda m, x: torch.relu(x),
     nn.Identity: lambda m, x: x,
@@ -47,8 +49,8 @@ _DIRECT_CALLS = {
 
 
 class LayerSequence(nn.Sequential):
-    """``nn.Sequential`` (same parameters, same state_dict keys) that runs Linear, Tanh, ReLU and
-    Identity layers as their ops. Lazy layers are called normally until they materialise."""
+    """``nn.Sequential`` that runs StackedLinear, Tanh, ReLU and Identity layers as their ops
+    (same parameters, same state_dict keys). Lazy layers are called normally until they materialise."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self:
@@ -59,17 +61,19 @@ class LayerSequence(nn.Sequential):
 
 # ---------------------------------------------------------------- module ops
 class Forward:
-    """Flatten to 2-D, normalise, reshape back, run the network."""
+    """Flatten to [P, samples, features], normalise, run the network, reshape back."""
+
+    member_aware = True  # sees the member dimension; the other ops see [P * batch, ...]
 
     def __init__(self, config=None):
         pass
 
     def __call__(self, x: torch.Tensor, module: "NormalizedConcat") -> torch.Tensor:
         lead = x.shape[:-1]
-        flat = x.reshape(-1, x.shape[-1]) if x.dim() > 2 else x
+        flat = x.reshape(x.shape[0], -1, x.shape[-1]) if x.dim() > 3 else x
         flat = module.normalize(flat)
         y = module.network(flat)
-        return y.reshape(*lead, y.shape[-1]) if x.dim() > 2 else y
+        return y.reshape(*lead, y.shape[-1]) if x.dim() > 3 else y
 
 
 class Permute:
@@ -125,24 +129,28 @@ class SphereProjection:
 class NormalizedConcat(TensorDictModuleBase):
     """Concatenate in_keys, apply the module ops (with optional obs normalisation)."""
 
-    def __init__(self, config):
+    def __init__(self, config, num_members: int = 1):
         super().__init__()
         self.config = config
+        self.num_members = num_members
         self.in_keys = list(config.in_keys)
         self.out_keys = list(config.out_keys)
         self.operations = [build_operation(op) for op in config.module_operations]
         self.obs_norm: RunningMeanStd | None = None
         self.network: nn.Module = nn.Identity()
+        # members whose normaliser records moments in train mode (None: all); the agent sets it
+        # so a member whose update is skipped keeps its statistics, as a single run would
+        self.update_members: torch.Tensor | None = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if not self.config.normalize_obs:
             return x
         if self.obs_norm is None:  # sized lazily, like the lazy layers
             self.obs_norm = RunningMeanStd((x.shape[-1],), self.config.norm_clamp_value,
-                                           self.config.norm_ema_decay).to(x.device)
+                                           self.config.norm_ema_decay, num_members=self.num_members).to(x.device)
         if self.training:  # moments are recorded in train mode only, after normalising
             normed = self.obs_norm.norm(x)
-            self.obs_norm.update(x)
+            self.obs_norm.update(x, self.update_members)
             return normed
         return self.obs_norm.norm(x)
 
@@ -154,7 +162,11 @@ class NormalizedConcat(TensorDictModuleBase):
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         x = self.concat_inputs(td)
         for op in self.operations:
-            x = op(x, self)
+            if getattr(op, "member_aware", False):
+                x = op(x, self)
+            else:  # the reference's ops act on a batch: members and samples are one batch here
+                y = op(x.reshape(-1, *x.shape[2:]), self)
+                x = y.reshape(self.num_members, -1, *y.shape[1:])
         td.set(self.out_keys[0], self.finish(x))
         return td
 
@@ -167,17 +179,17 @@ class ObsProcessor(NormalizedConcat):
 
 
 class MLPWithConcat(NormalizedConcat):
-    def __init__(self, config: cfgs.MLPWithConcatConfig):
-        super().__init__(config)
+    def __init__(self, config: cfgs.MLPWithConcatConfig, num_members: int = 1):
+        super().__init__(config, num_members)
         if len(self.out_keys) != 1:
             raise ValueError(f"MLPWithConcat needs exactly one out_key, got {self.out_keys}")
         layers: list[nn.Module] = []
         for i, layer in enumerate(config.layers):
-            layers.append(nn.LazyLinear(layer.units))
+            layers.append(StackedLinear(num_members, layer.units))
             if layer.use_layer_norm and i == 0:  # the reference normalises the first layer only
-                layers.append(nn.LayerNorm(layer.units))
+                layers.append(StackedLayerNorm(num_members, layer.units))
             layers.append(make_activation(layer.activation))
-        layers.append(nn.LazyLinear(config.num_out))
+        layers.append(StackedLinear(num_members, config.num_out))
         self.network = LayerSequence(*layers)
         self.output_activation = make_activation(config.output_activation)
 
@@ -188,11 +200,11 @@ class MLPWithConcat(NormalizedConcat):
 class ModuleContainer(TensorDictModuleBase):
     """Runs child modules in order on one shared TensorDict."""
 
-    def __init__(self, config: cfgs.ModuleContainerConfig):
+    def __init__(self, config: cfgs.ModuleContainerConfig, num_members: int = 1):
         super().__init__()
         self.in_keys = list(config.in_keys)
         self.out_keys = list(config.out_keys)
-        self.models = nn.ModuleList(build_module(m) for m in config.models)
+        self.models = nn.ModuleList(build_module(m, num_members) for m in config.models)
         available = set(self.in_keys)
         for child in self.models:
             missing = [k for k in child.in_keys if k not in available]
@@ -276,6 +288,6 @@ def build_operation(spec: Any):
     return _import(config._target_)(config)
 
 
-def build_module(spec: Any) -> TensorDictModuleBase:
+def build_module(spec: Any, num_members: int = 1) -> TensorDictModuleBase:
     config = to_config(spec)
-    return _import(config._target_)(config)
+    return _import(config._target_)(config, num_members)

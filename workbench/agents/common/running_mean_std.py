@@ -1,4 +1,8 @@
-"""Running moments for observation and reward normalisation (float64 buffers)."""
+"""Running moments for observation and reward normalisation (float64 buffers), per member.
+
+Every buffer has a leading member dimension: ``mean``/``var`` are ``[P, *shape]``, ``count`` is
+``[P]``. Inputs are ``[P, batch, *shape]`` and each member's moments come from its own rows.
+"""
 from __future__ import annotations
 
 import torch
@@ -8,9 +12,9 @@ EPS = 1e-5
 
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Mean and population variance over dim 0."""
+    """Per-member mean and population variance of ``x`` ([P, B, ...]) over dim 1."""
     x = x.double()
-    return x.mean(0), x.var(0, unbiased=False), x.shape[0]
+    return x.mean(1), x.var(1, unbiased=False), x.shape[1]
 
 
 class RunningMeanStd(nn.Module):
@@ -19,87 +23,154 @@ class RunningMeanStd(nn.Module):
     ``norm(x) = clamp((x - mean) / sqrt(var + 1e-5), +-clamp)``; ``unnorm`` inverts it.
     """
 
-    def __init__(self, shape: tuple[int, ...], clamp_value: float = 5.0, ema_decay: float | None = None,
-                 shift_mean: bool = True):
+    def __init__(self, shape: tuple[int, ...], clamp_value: float | torch.Tensor = 5.0,
+                 ema_decay: float | None = None, shift_mean: bool = True, num_members: int = 1):
         super().__init__()
-        self.clamp_value = clamp_value
+        self.shape = tuple(shape)
+        self.num_members = num_members
         self.ema_decay = ema_decay
         self.shift_mean = shift_mean
-        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
-        self.register_buffer("count", torch.ones((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros((num_members, *shape), dtype=torch.float64))
+        self.register_buffer("var", torch.ones((num_members, *shape), dtype=torch.float64))
+        self.register_buffer("count", torch.ones((num_members,), dtype=torch.float64))
+        # per-member clamp (a sweep knob for the reward normaliser), not state
+        clamp = torch.as_tensor(clamp_value, dtype=torch.float64).expand(num_members).clone()
+        self.register_buffer("clamp_value", clamp, persistent=False)
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, members: torch.Tensor | None = None) -> None:
+        """Record ``x`` ([P, B, *shape]); only the members where ``members`` is set, if given."""
         mean_b, var_b, n_b = batch_moments(x)
         if self.ema_decay is not None:
             d = self.ema_decay
-            self.mean.mul_(d).add_((1 - d) * mean_b)
-            self.var.mul_(d).add_((1 - d) * var_b)
-            self.count.add_(n_b)
+            new_mean, new_var, new_count = d * self.mean + (1 - d) * mean_b, d * self.var + (1 - d) * var_b, \
+                self.count + n_b
+        else:
+            n_a = self._expand(self.count)
+            n = n_a + n_b
+            delta = mean_b - self.mean
+            new_var = (self.var * n_a + var_b * n_b + delta.square() * n_a * n_b / n) / n
+            new_mean = self.mean + delta * n_b / n
+            new_count = self.count + n_b
+        if members is None:
+            self.mean.copy_(new_mean), self.var.copy_(new_var), self.count.copy_(new_count)
             return
-        n_a = self.count
-        n = n_a + n_b
-        delta = mean_b - self.mean
-        self.var.copy_((self.var * n_a + var_b * n_b + delta.square() * n_a * n_b / n) / n)
-        self.mean.add_(delta * n_b / n)
-        self.count.copy_(n)
+        rows = self._expand(members)
+        self.mean.copy_(torch.where(rows, new_mean, self.mean))
+        self.var.copy_(torch.where(rows, new_var, self.var))
+        self.count.copy_(torch.where(members, new_count, self.count))
 
-    def _moments(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and sqrt(var + eps) in ``dtype``, recomputed only after the float64 buffers change."""
+    def _expand(self, per_member: torch.Tensor) -> torch.Tensor:
+        return per_member.view(self.num_members, *([1] * len(self.shape)))
+
+    def _moments(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, sqrt(var + eps) and clamp as [P, 1, *shape] in ``dtype``, recomputed only after the
+        float64 buffers change."""
         key = (dtype, self.mean.device, self.mean._version, self.var._version, id(self.mean), id(self.var))
         cached = getattr(self, "_cache", None)
         if cached is None or cached[0] != key:
-            cached = (key, self.mean.to(dtype), (self.var + EPS).sqrt().to(dtype))
+            view = (self.num_members, 1, *self.shape)
+            clamp = self.clamp_value.view(self.num_members, *([1] * (len(self.shape) + 1)))
+            cached = (key, self.mean.to(dtype).view(view), (self.var + EPS).sqrt().to(dtype).view(view),
+                      clamp.to(dtype))
             self._cache = cached
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self._moments(x.dtype)
+        """``x``: [P, B, *shape]."""
+        mean, std, clamp = self._moments(x.dtype)
         centred = x - mean if self.shift_mean else x
-        return (centred / std).clamp(-self.clamp_value, self.clamp_value)
+        return _clamp(centred / std, clamp)
 
     def unnorm(self, y: torch.Tensor) -> torch.Tensor:
-        mean, std = self._moments(y.dtype)
-        x = y.clamp(-self.clamp_value, self.clamp_value) * std
+        mean, std, clamp = self._moments(y.dtype)
+        x = _clamp(y, clamp) * std
         return x + mean if self.shift_mean else x
+
+    # ------------------------------------------------------------------ one member
+    @torch.no_grad()
+    def reset_member(self, member: int) -> None:
+        self.mean[member].zero_()
+        self.var[member].fill_(1.0)
+        self.count[member] = 1.0
+
+    def member_state_dict(self, member: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s buffers in the single-agent layout (no member dimension)."""
+        return {"mean": self.mean[member].cpu().clone(), "var": self.var[member].cpu().clone(),
+                "count": self.count[member].cpu().clone()}
+
+    @torch.no_grad()
+    def load_member_state_dict(self, member: int, state: dict[str, torch.Tensor]) -> None:
+        self.mean[member].copy_(state["mean"].reshape(self.shape))
+        self.var[member].copy_(state["var"].reshape(self.shape))
+        self.count[member] = float(state["count"])
+
+
+def _clamp(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(x, bound), -bound)
 
 
 class RewardNormalizer(RunningMeanStd):
-    """Scales rewards by the std of the per-env discounted return (no mean shift).
+    """Scales rewards by the std of the per-env discounted return (no mean shift), per member.
 
-    The return ``G <- gamma * G * (1 - terminated) + r`` resets only on termination,
-    as in the reference. Unlike the reference, G is checkpointed so a resumed run
-    continues bit-for-bit.
+    The return ``G <- gamma * G * (1 - terminated) + r`` resets only on termination, as in the
+    reference. Unlike the reference, G is checkpointed so a resumed run continues bit-for-bit.
+    Rollouts are ``[P, T, N]``; ``gamma`` and the clamp may differ between members.
     """
 
-    def __init__(self, num_envs: int, gamma: float, clamp_value: float = 5.0, ema_decay: float | None = None,
-                 device: torch.device | str = "cpu"):
-        super().__init__((1,), clamp_value=clamp_value, ema_decay=ema_decay, shift_mean=False)
-        self.gamma = gamma
-        self.register_buffer("discounted_return", torch.zeros(num_envs, device=device))
+    def __init__(self, num_envs: int, gamma: float | torch.Tensor, clamp_value: float | torch.Tensor = 5.0,
+                 ema_decay: float | None = None, device: torch.device | str = "cpu", num_members: int = 1):
+        super().__init__((1,), clamp_value=clamp_value, ema_decay=ema_decay, shift_mean=False,
+                         num_members=num_members)
+        gamma = torch.as_tensor(gamma, dtype=torch.float64).expand(num_members).clone()
+        self.register_buffer("gamma", gamma, persistent=False)
+        self.register_buffer("discounted_return", torch.zeros(num_members, num_envs))
         self.to(device)
 
-    @torch.no_grad()
-    def record_reward(self, reward: torch.Tensor, terminated: torch.Tensor) -> None:
-        g = self.discounted_return
-        g.mul_(self.gamma * (~terminated)).add_(reward)
-        self.update(g.unsqueeze(-1))
+    def _gamma(self) -> torch.Tensor:
+        return self.gamma.to(self.discounted_return.dtype).unsqueeze(1)
 
     @torch.no_grad()
-    def record_rollout(self, rewards: torch.Tensor, terminated: torch.Tensor) -> None:
-        """``record_reward`` for every step of a [T, N] rollout, with one statistics update.
+    def record_reward(self, reward: torch.Tensor, terminated: torch.Tensor,
+                      members: torch.Tensor | None = None) -> None:
+        """One env step: ``reward``, ``terminated`` are [P, N]."""
+        g = self.discounted_return
+        g.mul_(self._gamma() * (~terminated)).add_(reward)
+        self.update(g.unsqueeze(-1), members)
+
+    @torch.no_grad()
+    def record_rollout(self, rewards: torch.Tensor, terminated: torch.Tensor,
+                       members: torch.Tensor | None = None) -> None:
+        """``record_reward`` for every step of a [P, T, N] rollout, with one statistics update.
 
         Welford's pooled moments of all T x N returns equal the step-by-step combination (up to
         rounding), and the reference reads the statistics only after the rollout. EMA statistics
         depend on the order, so they are still updated step by step.
         """
+        P, T = rewards.shape[:2]
         returns = torch.empty_like(rewards)
         g = self.discounted_return
-        for t in range(rewards.shape[0]):
-            g.mul_(self.gamma * (~terminated[t])).add_(rewards[t])
-            returns[t] = g
+        gamma = self._gamma()
+        for t in range(T):
+            g.mul_(gamma * (~terminated[:, t])).add_(rewards[:, t])
+            returns[:, t] = g
             if self.ema_decay is not None:
-                self.update(g.unsqueeze(-1))
+                self.update(g.unsqueeze(-1), members)
         if self.ema_decay is None:
-            self.update(returns.reshape(-1, 1))
+            self.update(returns.reshape(P, -1, 1), members)
+
+    def member_state_dict(self, member: int) -> dict[str, torch.Tensor]:
+        state = super().member_state_dict(member)
+        state["discounted_return"] = self.discounted_return[member].cpu().clone()
+        return state
+
+    @torch.no_grad()
+    def load_member_state_dict(self, member: int, state: dict[str, torch.Tensor]) -> None:
+        super().load_member_state_dict(member, state)
+        if "discounted_return" in state:
+            self.discounted_return[member].copy_(state["discounted_return"])
+
+    @torch.no_grad()
+    def reset_member(self, member: int) -> None:
+        super().reset_member(member)
+        self.discounted_return[member].zero_()

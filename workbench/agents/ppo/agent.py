@@ -1,458 +1,641 @@
-"""The PPO agent of ProtoMotions (ppo-spec section 3), on torch and tensordict.
+"""The PPO agent of ProtoMotions, on torch and tensordict, for a population of P members.
 
-One call of ``train_iteration`` collects ``num_steps`` steps from every env,
-normalises rewards, computes GAE, normalises advantages, runs the minibatch
-updates and returns the iteration's metrics as floats.
+One call of ``train_iteration`` collects ``num_steps`` steps from every env, normalises rewards,
+computes GAE, normalises advantages, runs the minibatch updates and returns each member's
+metrics as floats. The data flow is mapped in docs/agent.md.
+
+A population is P agents of one shape trained as one batched computation: every parameter,
+normaliser, optimizer state and RNG stream has a leading member dimension, the env holds
+P x num_envs sub-envs (member-major), and every rule that skips an update (the clip-fraction
+skip, bad gradients) is a per-member mask. A single agent is the population of one. Member p
+follows the single run with member p's seed and hyperparameters; members may be removed and
+new ones inserted in their slots while the others train on.
 """
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from tensordict import TensorDict
 
-from workbench.agents.base_agent import BaseAgent
+from workbench.agents.base_agent import BaseAgent, check_batch_size, max_epochs, periodic_checkpoints
 from workbench.agents.common import checkpoint as ckpt
 from workbench.agents.common.episode_length import max_episode_length
 from workbench.agents.common.episodes import account_episodes
 from workbench.agents.common.evaluator import Evaluator
-from workbench.agents.common.gradients import GradStep, inspect_and_clip
+from workbench.agents.common.flat_params import FlatParameters
+from workbench.agents.common.gradients import inspect_and_clip
+from workbench.agents.common.member_adam import MemberAdam, adam_kwargs
 from workbench.agents.common.metrics import MeanAccumulator
 from workbench.agents.common.minibatch import PackedRollout
-from workbench.agents.common.optim import build_optimizer
+from workbench.agents.common.modules import NormalizedConcat
 from workbench.agents.common.running_mean_std import RewardNormalizer
+from workbench.agents.common.stacked import initialising, member_layers
 from workbench.agents.ppo import losses
 from workbench.agents.ppo.advantage_norm import AdvantageNormalizer
 from workbench.agents.ppo.config import PPOAgentConfig
-from workbench.agents.ppo.model import PPOModel, gaussian_neglogp
+from workbench.agents.ppo.model import PPOModel
+from workbench.agents.ppo.objective import actor_objective, critic_objective
+from workbench.agents.ppo.population import MemberHyperparams, check_population
+from workbench.metric_names import ACTOR, EVAL, INFO, REWARDS, TIMES, bad_grads_count, grad_layer
+from workbench.metric_names import grad_norm_after_clip, grad_norm_before_clip
 
 MODEL_KEYS = ("action", "mean_action", "neglogp", "value")
+NETWORKS = ("actor", "critic")
 
 
 class PPO(BaseAgent):
-    def __init__(self, config: PPOAgentConfig, env, *, device: torch.device | str = "cpu", eval_env=None,
-                 output_dir: Path | str | None = None, seed: int = 0):
-        self.config = config
+    """PPO for ``len(seeds)`` members. ``config``: one PPOAgentConfig for all members, or one per
+    member (they may differ only in ``population.PER_MEMBER``). ``output_dirs``: one per member
+    (None: that member writes no checkpoints); ``output_dir`` is the single agent's."""
+
+    def __init__(self, config: PPOAgentConfig | Sequence[PPOAgentConfig], env, *,
+                 device: torch.device | str = "cpu", eval_env=None, output_dir: Path | str | None = None,
+                 seed: int | Sequence[int] = 0, output_dirs: Sequence[Path | str | None] | None = None):
+        seeds = [int(seed)] if isinstance(seed, int) else [int(s) for s in seed]
+        configs = list(config) if isinstance(config, Sequence) else [config] * len(seeds)
+        if len(configs) != len(seeds):
+            raise ValueError(f"{len(configs)} member configs for {len(seeds)} seeds")
+        check_population(configs)
+        self.num_members = P = len(seeds)
+        env_members = getattr(env, "num_members", 1)
+        if env_members != P:
+            raise ValueError(f"the env holds {env_members} member(s) of envs, the population has {P} members")
+        self.config = configs[0]  # the fields all members share
         self.env = env
         self.device = torch.device(device)
-        self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.num_envs = env.num_envs
-        self.num_steps = config.num_steps
-        self._check_batch_size()
+        self.num_envs = env.num_envs // P  # per member
+        self.num_steps = self.config.num_steps
+        check_batch_size(self.config, self.num_envs, self.num_steps)
+        if output_dirs is None:
+            output_dirs = [output_dir] + [None] * (P - 1) if P == 1 else [None] * P
+        self.output_dirs = [Path(d) if d is not None else None for d in output_dirs]
+        self.seeds = seeds
 
-        self.model = PPOModel(config.model).to(self.device)
-        self.reward_norm = RewardNormalizer(self.num_envs, config.gamma, config.normalized_reward_clamp_value,
-                                            config.reward_norm_ema_decay, device=self.device)
-        self.adv_norm = AdvantageNormalizer(config.advantage_normalization).to(self.device)
-        self.evaluator = Evaluator(config.evaluator, eval_env) if eval_env is not None else None
-        # Minibatch permutations draw from their own generator so a resume can restore it.
-        self.shuffle_rng = torch.Generator().manual_seed(seed)
+        self.hp = MemberHyperparams(configs, self.device)
+        self.model = PPOModel(self.config.model, P, self.hp.actor_logstd).to(self.device)
+        self.reward_norm = RewardNormalizer(self.num_envs, self.hp.gamma, self.hp.reward_clamp,
+                                            self.config.reward_norm_ema_decay, device=self.device, num_members=P)
+        self.adv_norm = AdvantageNormalizer(self.hp).to(self.device)
+        self.evaluator = Evaluator(self.config.evaluator, eval_env) if eval_env is not None else None
+        self._make_generators()
 
-        self.epoch = 0
-        self.step_count = 0
-        self.best_score = -math.inf
-        self.max_epochs = self._max_epochs()
-        self._force_eval = False
+        self.active = torch.ones(P, dtype=torch.bool, device=self.device)
+        self.epochs = [0] * P
+        self.step_counts = [0] * P
+        self.best_scores = [-math.inf] * P
+        self.max_epochs_per_member = [max_epochs(c, self.num_envs, self.num_steps) for c in configs]
+        self._force_eval = [False] * P
         self._setup()
 
     # ------------------------------------------------------------------ setup
+    def _make_generators(self) -> None:
+        """Per member: one stream for the initial weights and then the action noise (on the CPU the
+        same stream, as a single run's global generator is), one for the minibatch permutations."""
+        cpu = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self.init_generators = cpu
+        self.noise_generators = cpu if self.device.type == "cpu" else [
+            torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
+        self.shuffle_generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+
     def _setup(self) -> None:
         obs = self.env.reset()
         self.obs_keys = list(obs.keys())
         self.model.eval()
-        with torch.no_grad():  # materialises the lazy layers (PyTorch default init) and obs normalisers
-            self.model(obs.clone())
-        self.actor_optimizer = build_optimizer(self.config.model.actor_optimizer, self.model.actor.parameters())
-        self.critic_optimizer = build_optimizer(self.config.model.critic_optimizer, self.model.critic.parameters())
-        self.actor_lr = float(self.config.model.actor_optimizer.lr)
-        self.critic_lr = float(self.config.model.critic_optimizer.lr)
-        self._named_params: dict[str, list] = {}  # per network, for the gradient checks
+        # materialise the lazy layers: the actor's, its first noise draw, then the critic's, all from
+        # the member's stream, in the order a single run's first forward draws them
+        self.model.actor.generators = self.noise_generators
+        with torch.no_grad(), initialising(self.init_generators):
+            self.model(self._member_view(obs.clone()))
+        self.layers = member_layers(self.model.actor) + member_layers(self.model.critic)  # init order
+        self.normalizers = {name: [m for m in module.modules() if isinstance(m, NormalizedConcat)]
+                            for name, module in zip(NETWORKS, (self.model.actor, self.model.critic))}
+        self.flat: dict[str, FlatParameters] = {}
+        self.optimizers: dict[str, MemberAdam] = {}
+        for name, module, opt_config, lr in (
+                ("actor", self.model.actor, self.config.model.actor_optimizer, self.hp.actor_lr),
+                ("critic", self.model.critic, self.config.model.critic_optimizer, self.hp.critic_lr)):
+            all_params = list(module.named_parameters())
+            trainable = [(n, p) for n, p in all_params if p.requires_grad]
+            index = [i for i, (_, p) in enumerate(all_params) if p.requires_grad]
+            self.flat[name] = FlatParameters(trainable, self.num_members)
+            self.optimizers[name] = MemberAdam(self.flat[name], lr, param_index=index, **adam_kwargs(opt_config))
+        self._num_module_params = {name: len(list(m.parameters()))
+                                   for name, m in zip(NETWORKS, (self.model.actor, self.model.critic))}
 
-        n = self.num_envs
-        self.done_ids = torch.arange(n, device=self.device)
-        self.episode_return = torch.zeros(n, device=self.device)
-        self.episode_length = torch.zeros(n, device=self.device)
-        self.last_episode_metrics = {"info/episode_reward": 0.0, "info/episode_length": 0.0}
-        self.start_time = time.time()
-        self.time_offset = 0.0  # training time of earlier runs this one resumed
-        self.last_eval: dict[str, float] = {}
+        P, N = self.num_members, self.num_envs
+        self.done = torch.ones(P, N, dtype=torch.bool, device=self.device)  # reset at the first step
+        self.episode_return = torch.zeros(P, N, device=self.device)
+        self.episode_length = torch.zeros(P, N, device=self.device)
+        self.last_episode_metrics = [{INFO.episode_reward: 0.0, INFO.episode_length: 0.0} for _ in range(P)]
+        self.start_times = [time.time()] * P
+        self.time_offsets = [0.0] * P  # training time of earlier runs a member resumed
+        self.last_eval: list[dict[str, float]] = [{} for _ in range(P)]
+
+    def _member_view(self, td: TensorDict) -> TensorDict:
+        """[P * N] env batch -> [P, N] member batch (a view)."""
+        return td.view(self.num_members, -1)
+
+    # ------------------------------------------------------------------ single-agent conveniences
+    @property
+    def epoch(self) -> int:
+        return self.epochs[0] if self.num_members == 1 else min(self.epochs)
+
+    @property
+    def step_count(self) -> int:
+        return self.step_counts[0] if self.num_members == 1 else min(self.step_counts)
+
+    @property
+    def max_epochs(self) -> int:
+        return max(self.max_epochs_per_member)
+
+    @property
+    def actor_optimizer(self) -> MemberAdam:
+        return self.optimizers["actor"]
+
+    @property
+    def critic_optimizer(self) -> MemberAdam:
+        return self.optimizers["critic"]
 
     # ------------------------------------------------------------------ rollout
     @torch.no_grad()
-    def collect_rollout(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """Run every env for num_steps with the stochastic policy; fill a [T, N] buffer."""
-        T, N, dev = self.num_steps, self.num_envs, self.device
+    def collect_rollout(self) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+        """Run every env for num_steps with the stochastic policy; fill a [P, T, N] buffer."""
+        P, T, N, dev = self.num_members, self.num_steps, self.num_envs, self.device
         self.model.eval()
         buf: dict[str, torch.Tensor] = {}
         extras_steps: dict[str, list[torch.Tensor]] = {}
 
         for t in range(T):
-            obs = self.env.reset(self.done_ids)
-            td = self.model(obs.clone(False))
-            step = self.env.step(td.get("action"))
-            dones = step.dones
+            obs = self.env.reset(self.done.view(-1).nonzero().squeeze(-1))
+            td = self.model(self._member_view(obs.clone(False)))
+            step = self.env.step(td.get("action").reshape(P * N, -1))
+            dones = step.dones.view(P, N)
             row = {**{k: td.get(k) for k in self.obs_keys + list(MODEL_KEYS)},
-                   "rewards": step.reward, "dones": dones, "terminated": step.terminated}
+                   "rewards": step.reward.view(P, N), "dones": dones, "terminated": step.terminated.view(P, N)}
             if not buf:
-                buf = {k: torch.empty((T, *v.shape), dtype=v.dtype, device=dev) for k, v in row.items()}
+                buf = {k: torch.empty((P, T, *v.shape[1:]), dtype=v.dtype, device=dev) for k, v in row.items()}
                 buf["next_value"] = torch.zeros_like(buf["value"])
             for k, v in row.items():
-                buf[k][t] = v
+                buf[k][:, t] = v
             # V(next obs) of an env that goes on is the next step's value, computed anyway; only
             # truncated envs (whose next obs is replaced by a reset) need the critic here. The last
             # step's next values all come from one critic pass after the loop.
             if t < T - 1 and step.truncated.any():
-                truncated_ids = (step.truncated & ~step.terminated).nonzero().squeeze(-1)
-                if truncated_ids.numel():
-                    final_obs = step.obs[truncated_ids]
-                    buf["next_value"][t, truncated_ids] = self.model.critic(final_obs.clone(False)).get("value")
+                truncated = (step.truncated & ~step.terminated).view(P, N)
+                final_values = self.model.critic(self._member_view(step.obs.clone(False))).get("value")
+                buf["next_value"][:, t] = torch.where(truncated.unsqueeze(-1), final_values, buf["next_value"][:, t])
             for key, value in step.extras.items():
                 if not key.startswith("raw/"):
                     extras_steps.setdefault(key, []).append(value)
-            self.done_ids = dones.nonzero().squeeze(-1)
+            self.done = dones
 
-        self.reward_norm.record_rollout(buf["rewards"], buf["terminated"])
+        self.reward_norm.record_rollout(buf["rewards"], buf["terminated"], self.active)
         self._fill_next_values(buf, step.obs)
         for key in MODEL_KEYS:
-            if not torch.isfinite(buf[key]).all():
-                raise FloatingPointError(f"non-finite {key!r} in the rollout at epoch {self.epoch}")
-        self.step_count += T * N
+            finite = torch.isfinite(buf[key]).reshape(P, -1).all(1)
+            if not bool((finite | ~self.active).all()):
+                member = int((~finite & self.active).nonzero()[0])
+                raise FloatingPointError(f"non-finite {key!r} in the rollout of member {member} "
+                                         f"at epoch {self.epochs[member]}")
+        for member in self._active_members():
+            self.step_counts[member] += T * N
+        return buf, self._rollout_logs(buf, extras_steps)
 
-        finished = account_episodes(buf["rewards"], buf["dones"], self.episode_return, self.episode_length)
-        count = finished.count.item()
-        if count > 0:  # otherwise the previous episode figures repeat, as in the reference
-            self.last_episode_metrics = {"info/episode_reward": finished.return_sum.item() / count,
-                                         "info/episode_length": finished.length_sum.item() / count}
-        logs = dict(self.last_episode_metrics)
-        logs["info/episodes_finished"] = count
+    def _rollout_logs(self, buf: dict[str, torch.Tensor], extras_steps: dict[str, list[torch.Tensor]]
+                      ) -> list[dict[str, float]]:
+        P = self.num_members
+        finished = account_episodes(buf["rewards"].movedim(1, 0), buf["dones"].movedim(1, 0),
+                                    self.episode_return, self.episode_length)
+        counts = finished.count.sum(-1).tolist()
+        returns, lengths = finished.return_sum.sum(-1).tolist(), finished.length_sum.sum(-1).tolist()
+        extras = {}
         for key, values in extras_steps.items():  # per-step mean and std over envs, averaged over the rollout
-            v = torch.stack(values).float().reshape(len(values), -1)
-            std = v.std(dim=1) if v.shape[1] > 1 else torch.zeros(len(values), device=dev)
-            logs[f"env/{key}_mean"], logs[f"env/{key}_std"] = torch.stack((v.mean(1).mean(), std.mean())).tolist()
-        return buf, logs
+            v = torch.stack(values).float().reshape(len(values), P, -1)
+            std = v.std(dim=2) if v.shape[2] > 1 else torch.zeros(len(values), P, device=v.device)
+            extras[key] = (v.mean(2).mean(0).tolist(), std.mean(0).tolist())
+        out = []
+        for p in range(P):
+            if counts[p] > 0:  # otherwise the previous episode figures repeat, as in the reference
+                self.last_episode_metrics[p] = {INFO.episode_reward: returns[p] / counts[p],
+                                                INFO.episode_length: lengths[p] / counts[p]}
+            logs = dict(self.last_episode_metrics[p])
+            logs[INFO.episodes_finished] = counts[p]
+            for key, (means, stds) in extras.items():
+                logs[f"env/{key}_mean"], logs[f"env/{key}_std"] = means[p], stds[p]
+            out.append(logs)
+        return out
 
     @torch.no_grad()
     def _fill_next_values(self, buf: dict[str, torch.Tensor], last_obs) -> None:
         """next_value[t] = V(obs after step t): 0 on termination, V(final obs) on truncation (filled
         during collection), the next step's value otherwise, and one critic pass after the last step."""
-        running = ~buf["dones"][:-1].unsqueeze(-1)
-        buf["next_value"][:-1] = torch.where(running, buf["value"][1:], buf["next_value"][:-1])
-        buf["next_value"][-1] = self.model.critic(last_obs.clone(False)).get("value")  # obs are pre-reset
+        running = ~buf["dones"][:, :-1].unsqueeze(-1)
+        buf["next_value"][:, :-1] = torch.where(running, buf["value"][:, 1:], buf["next_value"][:, :-1])
+        buf["next_value"][:, -1] = self.model.critic(self._member_view(last_obs.clone(False))).get("value")
         buf["next_value"].mul_(~buf.pop("terminated").unsqueeze(-1))
 
     # ------------------------------------------------------------------ targets
     @torch.no_grad()
     def compute_targets(self, buf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Reward normalisation, GAE and returns (ppo-spec 3.2-3.3); adds rewards/returns/advantages."""
+        """Reward normalisation, GAE and returns; adds rewards/returns/advantages. Logs are [P]."""
         c = self.config
+        P = self.num_members
         logs: dict[str, torch.Tensor] = {}
-        rewards = buf["rewards"]
+        rewards = buf["rewards"]  # [P, T, N]
         values, next_values = buf["value"].squeeze(-1), buf["next_value"].squeeze(-1)
-        if c.normalize_rewards:
-            norm = self.reward_norm
-            buf["unnormalized_rewards"] = rewards
-            buf["rewards"] = norm.norm(rewards.unsqueeze(-1)).squeeze(-1)
-            # the critic predicts normalised returns; GAE runs in raw reward units
-            values = norm.unnorm(values.unsqueeze(-1)).squeeze(-1)
-            next_values = norm.unnorm(next_values.unsqueeze(-1)).squeeze(-1)
-            logs.update({"rewards/unnormalized_task_rewards": rewards.mean(),
-                         "reward_norm/var": norm.var.float().squeeze(),
-                         "reward_norm/pre_norm_reward": rewards.mean(),
-                         "reward_norm/post_norm_reward": buf["rewards"].mean()})
-        logs["rewards/task_rewards"] = buf["rewards"].mean()
+        norm = self.reward_norm
 
-        advantages = losses.compute_gae(rewards, values, next_values, buf["dones"], c.gamma, c.tau)
+        def through(fn, x):  # the normaliser reads [P, samples, 1]
+            return fn(x.reshape(P, -1, 1)).reshape(x.shape)
+
+        if c.normalize_rewards:
+            buf["unnormalized_rewards"] = rewards
+            buf["rewards"] = through(norm.norm, rewards)
+            # the critic predicts normalised returns; GAE runs in raw reward units
+            values = through(norm.unnorm, values)
+            next_values = through(norm.unnorm, next_values)
+            raw_mean = rewards.reshape(P, -1).mean(1)
+            logs.update({REWARDS.unnormalized_task_rewards: raw_mean, REWARDS.norm_var: norm.var.float().squeeze(-1),
+                         REWARDS.pre_norm_reward: raw_mean,
+                         REWARDS.post_norm_reward: buf["rewards"].reshape(P, -1).mean(1)})
+        logs[REWARDS.task_rewards] = buf["rewards"].reshape(P, -1).mean(1)
+
+        advantages = losses.compute_gae(rewards, values, next_values, buf["dones"], self.hp.column("gamma", torch.float64),
+                                        self.hp.column("tau", torch.float64), time_dim=1)
         returns = advantages + values
         if c.normalize_rewards:
-            returns = self.reward_norm.norm(returns.unsqueeze(-1)).squeeze(-1)
-        if not torch.isfinite(returns).all():
-            raise FloatingPointError(f"non-finite returns at epoch {self.epoch}")
+            returns = through(norm.norm, returns)
+        finite = torch.isfinite(returns).reshape(P, -1).all(1) | ~self.active
+        if not bool(finite.all()):
+            member = int((~finite).nonzero()[0])
+            raise FloatingPointError(f"non-finite returns of member {member} at epoch {self.epochs[member]}")
         buf["returns"] = returns.unsqueeze(-1)
-        buf["advantages"] = advantages * c.task_reward_w
+        buf["advantages"] = advantages * self.hp.column("task_reward_w").unsqueeze(-1)
         return logs
 
     # ------------------------------------------------------------------ optimisation
-    def optimize(self, buf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Advantage normalisation, then the minibatch passes (ppo-spec 3.4-3.7)."""
+    def optimize(self, buf: dict[str, torch.Tensor]) -> list[dict[str, float]]:
+        """Advantage normalisation, then the minibatch passes; per-member means of every metric."""
         c = self.config
-        T, N = self.num_steps, self.num_envs
-        advantages, adv_logs = self.adv_norm(buf["advantages"])
-        buf["advantages"] = advantages
-        # env-major flattening: row = env * T + t
-        data = {k: v.transpose(0, 1).reshape(N * T, *v.shape[2:]) for k, v in buf.items()}
+        P, T, N = self.num_members, self.num_steps, self.num_envs
+        advantages, adv_logs, ema_logs = self.adv_norm(buf["advantages"].reshape(P, -1), self.active)
+        buf["advantages"] = advantages.view(P, T, N)
+        # env-major flattening per member: row = env * T + t
+        data = {k: v.transpose(1, 2).reshape(P, N * T, *v.shape[3:]) for k, v in buf.items()}
         for key, value in data.items():
-            if value.is_floating_point() and not torch.isfinite(value).all():
-                raise FloatingPointError(f"non-finite {key!r} in the training batch at epoch {self.epoch}")
+            if value.is_floating_point():
+                finite = torch.isfinite(value).reshape(P, -1).all(1) | ~self.active
+                if not bool(finite.all()):
+                    member = int((~finite).nonzero()[0])
+                    raise FloatingPointError(f"non-finite {key!r} in the training batch of member {member} "
+                                             f"at epoch {self.epochs[member]}")
 
         rollout = PackedRollout(data)
         size = N * T
         num_batches = math.ceil(size * c.num_mini_epochs / c.batch_size)
         batches_per_pass = size // c.batch_size
-        acc = MeanAccumulator()
-        self.skip_updates = False
+        acc = MeanAccumulator(P)
+        acc.add(adv_logs, self.active)
+        acc.add(ema_logs, self.active & self.hp.adv_enabled & self.hp.adv_use_ema)
+        self.skip_updates = torch.zeros(P, dtype=torch.bool, device=self.device)
         self.model.train()
-        perm = torch.randperm(size, generator=self.shuffle_rng).to(self.device)
+        perm = self._permutations(size)
         for i in range(num_batches):
             j = i % batches_per_pass
             if j == 0 and i > 0:
-                perm = torch.randperm(size, generator=self.shuffle_rng).to(self.device)
-            idx = perm[j * c.batch_size:(j + 1) * c.batch_size]
-            batch = TensorDict(rollout.gather(idx), batch_size=[c.batch_size])
-            acc.add(self.optimization_step(batch))
+                perm = self._permutations(size)
+            idx = perm[:, j * c.batch_size:(j + 1) * c.batch_size]
+            batch = TensorDict(rollout.gather(idx), batch_size=[P, c.batch_size])
+            self.optimization_step(batch, acc)
         self.model.eval()
-        out = acc.means()
-        out.update({k: float(v) for k, v in adv_logs.items()})
-        return out
+        return acc.means()
 
-    def actor_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        c = self.config
-        actor = self.model.actor
-        mu, logstd = actor.distribution(batch)
-        ratio = torch.exp(batch.get("neglogp") - gaussian_neglogp(batch.get("action"), mu, logstd))
-        ppo = losses.ppo_actor_loss(batch.get("advantages"), ratio, c.e_clip)
-        bounds = losses.bounds_loss(mu, c.bounds_loss_coef) if c.bounds_loss_coef > 0 else ppo.new_zeros(())
-        extra = self.l2c2_loss(batch, mu) if c.l2c2.enabled else {}
-        model_loss = self.model.compute_model_loss(batch)
-        total = ppo + bounds + extra.get("actor/l2c2_weighted", 0.0) + model_loss
-        entropy = losses.gaussian_entropy(logstd).mean()
-        if actor.config.learnable_std:
-            total = total - c.entropy_coef * entropy
-        with torch.no_grad():  # diagnostics: no autograd graph for them
-            r = ratio.detach()
-            logs = {"actor/ppo_loss": ppo, "actor/bounds_loss": bounds,
-                    "actor/extra_loss": extra.get("actor/l2c2_weighted", ppo.new_zeros(())),
-                    "actor/model_loss": model_loss, "actor/entropy": entropy,
-                    "actor/clip_frac": losses.clip_fraction(r, c.e_clip), "actor/approx_kl": losses.approx_kl(r),
-                    "actor/ratio_mean": r.mean(), "actor/ratio_std": r.std(), "actor/ratio_max": r.max(),
-                    **extra}
-            if actor.config.learnable_std:
-                logs["actor/entropy_loss"] = -c.entropy_coef * entropy
-                logs["actor/std_mean"] = torch.exp(actor.logstd).mean()
-            else:
-                logs["actor/entropy_loss"] = ppo.new_zeros(())
-        logs["losses/actor_loss"] = total
-        return total, {k: v.detach() if torch.is_tensor(v) else v for k, v in logs.items()}, mu
+    def _permutations(self, size: int) -> torch.Tensor:
+        """[P, size]: member p's minibatch order from member p's own generator."""
+        return torch.stack([torch.randperm(size, generator=g) for g in self.shuffle_generators]).to(self.device)
 
-    def l2c2_loss(self, batch: TensorDict, mu_noisy: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Smoothness penalty between the actor's output on noisy and clean observations."""
-        pairs = self.config.l2c2.obs_pairs
-        clean = batch.clone(False)
-        in_dist = mu_noisy.new_zeros(())
-        for noisy_key, clean_key in pairs.items():
-            noisy_x, clean_x = batch.get(noisy_key), batch.get(clean_key)
-            in_dist = in_dist + ((noisy_x - clean_x).square().sum() / noisy_x.numel()).detach()
-            clean.set(noisy_key, clean_x)
-        mu_clean, _ = self.model.actor.distribution(clean)
-        out_dist = (mu_noisy - mu_clean).square().mean()
-        loss = out_dist / (in_dist + 1e-8)
-        lam = self.config.l2c2.lambda_l2c2
-        return {"actor/l2c2_loss": loss, "actor/l2c2_weighted": lam * loss,
-                "actor/l2c2_input_dist": in_dist, "actor/l2c2_output_dist": out_dist.detach()}
+    def _set_normalizer_members(self, network: str, members: torch.Tensor) -> None:
+        for module in self.normalizers[network]:
+            module.update_members = members
 
-    def adapt_learning_rates(self, batch: TensorDict, mu: torch.Tensor) -> dict[str, torch.Tensor]:
-        """KL-driven LR schedule for both networks (ppo-spec 3.9)."""
-        c = self.config.adaptive_lr
-        kl = losses.gaussian_kl_same_std(mu.detach(), batch.get("mean_action"), self.model.actor.logstd.detach())
-        kl_value = kl.item()
-        for attr, opt in (("actor_lr", self.actor_optimizer), ("critic_lr", self.critic_optimizer)):
-            old = getattr(self, attr)
-            new = old
-            if kl_value > 2.0 * c.desired_kl:
-                new = max(old / 1.5, c.min_lr)
-            elif 0.0 < kl_value < c.desired_kl / 2.0:
-                new = min(old * 1.5, c.max_lr)
-            for group in opt.param_groups:
-                group["lr"] *= new / old
-            setattr(self, attr, new)
-        return {"actor/kl": kl, "info/actor_lr": torch.tensor(self.actor_lr), "info/critic_lr": torch.tensor(self.critic_lr)}
-
-    def optimization_step(self, batch: TensorDict) -> dict[str, torch.Tensor]:
-        c = self.config
-        loss, logs, mu = self.actor_loss(batch)
+    def optimization_step(self, batch: TensorDict, acc: MeanAccumulator) -> None:
+        """One minibatch: actor loss for every member, then the update of the members not skipped."""
+        c, hp = self.config, self.hp
+        self._set_normalizer_members("actor", self.active)
+        loss, logs, mu = actor_objective(self.model, batch, hp, c.l2c2)
         if c.adaptive_lr.enabled:
             logs.update(self.adapt_learning_rates(batch, mu))
-        if not self.skip_updates and c.actor_clip_frac_threshold is not None:
-            if logs["actor/clip_frac"].item() > c.actor_clip_frac_threshold:
-                self.skip_updates = True  # for the rest of this iteration, this batch included
-        if self.skip_updates:
-            logs["actor/update_skipped"] = 1.0
-            return logs
-        logs["actor/update_skipped"] = 0.0
-        critic_total, critic_logs = self.critic_loss(batch)
-        # Actor and critic share no parameters, so one backward pass of the sum gives each network
-        # exactly its own loss's gradients; each is then checked, clipped and stepped on its own.
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        (loss + critic_total).backward()
-        logs.update(self.step_network("actor", self.model.actor, self.actor_optimizer))
-        logs.update(self.step_network("critic", self.model.critic, self.critic_optimizer))
-        logs.update(critic_logs)
+        # the skip holds for the rest of this iteration, this batch included (no threshold: inf)
+        self.skip_updates |= logs[ACTOR.clip_frac].double() > hp.clip_frac_threshold
+        logs[ACTOR.update_skipped] = self.skip_updates.float()
+        acc.add(logs, self.active)
+        updating = self.active & ~self.skip_updates
+        if not bool(updating.any()):
+            return
+        self._set_normalizer_members("critic", updating)
+        critic_total, critic_logs = critic_objective(self.model, batch, hp)
+        # Actor and critic share no parameters, nor do members: one backward pass of the sum gives
+        # each network of each member exactly its own loss's gradients; each is then checked,
+        # clipped and stepped on its own.
+        for flat in self.flat.values():
+            flat.zero_grad()
+        (loss.sum() + critic_total.sum()).backward()
+        step_logs = {}
+        for name in NETWORKS:
+            step_logs.update(self.step_network(name, updating))
+        acc.add({**critic_logs, **step_logs}, updating)
+
+    def step_network(self, name: str, members: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Check, clip and step one network's gradients for ``members`` (skip bad ones)."""
+        c = self.config
+        step = inspect_and_clip(self.flat[name], self.hp.gradient_clip_val, c.check_grad_mag, c.fail_on_bad_grads,
+                                name, members)
+        self.optimizers[name].step(members & ~step.bad)
+        logs = {grad_norm_before_clip(name): step.norm_before_clip, grad_norm_after_clip(name): step.norm_after_clip,
+                bad_grads_count(name): step.bad.float()}
+        logs.update({grad_layer(name, layer): norm for layer, norm in step.layer_norms.items()})
         return logs
 
-    def critic_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        c = self.config
-        old_values, returns = batch.get("value"), batch.get("returns")
-        values = self.model.critic(batch).get("value")
-        value_loss, value_clip_frac = losses.critic_loss(values, old_values, returns, c.e_clip, c.clip_critic_loss)
-        model_loss = self.model.compute_model_loss(batch)
-        critic_total = value_loss + model_loss
-        v, r = values.detach(), returns
-        error = v - r
-        logs = {"losses/critic_loss": critic_total.detach(), "critic/model_loss": model_loss,
-                "critic/value_clip_frac": value_clip_frac,
-                "critic/explained_variance": losses.explained_variance(v, r),
-                "critic/value_mean": v.mean(), "critic/value_std": v.std(),
-                "critic/return_mean": r.mean(), "critic/return_std": r.std(),
-                "critic/error_mean": error.mean(), "critic/error_std": error.std()}
-        return critic_total, logs
-
-    def step_network(self, name: str, module, optimizer) -> dict[str, torch.Tensor]:
-        """Check, clip and step one network's gradients (ppo-spec 3.8, workbench's skip on bad grads)."""
-        c = self.config
-        if name not in self._named_params:  # materialised by now; loading a state keeps the objects
-            self._named_params[name] = list(module.named_parameters())
-        step: GradStep = inspect_and_clip(module, c.gradient_clip_val, c.check_grad_mag, c.fail_on_bad_grads, name,
-                                          self._named_params[name])
-        if not step.bad:
-            optimizer.step()
-        logs = {f"{name}/grad_norm_before_clip": step.norm_before_clip,
-                f"{name}/grad_norm_after_clip": step.norm_after_clip,
-                f"{name}/bad_grads_count": float(step.bad)}
-        logs.update({f"grad_layers/{name}/{layer}": norm for layer, norm in step.layer_norms.items()})
-        return logs
+    def adapt_learning_rates(self, batch: TensorDict, mu: torch.Tensor) -> dict[str, torch.Tensor]:
+        """KL-driven LR schedule for both networks, per member."""
+        c = self.config.adaptive_lr
+        kl = losses.gaussian_kl_same_std(mu.detach(), batch.get("mean_action"),
+                                         self.model.actor.logstd.detach().unsqueeze(1)).double()
+        for optimizer in self.optimizers.values():
+            old = optimizer.lr
+            lowered, raised = (old / 1.5).clamp(min=c.min_lr), (old * 1.5).clamp(max=c.max_lr)
+            optimizer.lr = torch.where(kl > 2.0 * c.desired_kl, lowered,
+                                       torch.where((kl > 0.0) & (kl < c.desired_kl / 2.0), raised, old))
+        return {ACTOR.kl: kl.float(), INFO.actor_lr: self.optimizers["actor"].lr.clone(),
+                INFO.critic_lr: self.optimizers["critic"].lr.clone()}
 
     # ------------------------------------------------------------------ the loop
-    def train_iteration(self) -> dict[str, float]:
-        iteration_start = time.time()
-        buf, logs = self.collect_rollout()
-        target_logs = self.compute_targets(buf)
-        logs.update(self.optimize(buf))
-        logs.update({k: float(v) for k, v in target_logs.items()})
-        logs["epoch"] = float(self.epoch)
-        self.epoch += 1
+    def _active_members(self) -> list[int]:
+        return [p for p in range(self.num_members) if bool(self.active[p])]
 
-        self.save_periodic_checkpoints()
-        if self.evaluator is not None and (self._force_eval or self.evaluator.due(self.epoch)):
-            logs.update(self.evaluate())
-        self._force_eval = False
+    def train_iteration(self) -> list[dict[str, float] | None]:
+        """One iteration of every active member; its metrics per member (None: an empty slot)."""
+        iteration_start = time.time()
+        members = self._active_members()
+        buf, rollout_logs = self.collect_rollout()
+        target_logs = self.compute_targets(buf)
+        opt_logs = self.optimize(buf)
+        targets = {k: v.tolist() for k, v in target_logs.items()}
+        out: list[dict[str, float] | None] = [None] * self.num_members
+        for p in members:
+            logs = {**rollout_logs[p], **opt_logs[p], **{k: v[p] for k, v in targets.items()}}
+            logs[INFO.epoch] = float(self.epochs[p])
+            self.epochs[p] += 1
+            out[p] = logs
+        for p in members:
+            for name in periodic_checkpoints(self.config, self.epochs[p]):
+                self.save_checkpoint(name, [p])
+
+        due = [p for p in members if self._force_eval[p] or (self.evaluator is not None
+                                                              and self.evaluator.due(self.epochs[p]))]
+        if self.evaluator is not None and due:
+            for p, metrics in self.evaluate(due).items():
+                out[p].update(metrics)
+        self._force_eval = [False] * self.num_members
 
         manager = self.config.max_episode_length_manager
-        if manager is not None:
-            self.env.max_episode_length = max_episode_length(manager, self.epoch)
-        self.env.on_epoch_end(self.epoch)
+        if manager is not None and members:  # one env limit for all: the least-trained member's
+            self.env.max_episode_length = max_episode_length(manager, min(self.epochs[p] for p in members))
+        self.env.on_epoch_end(max(self.epochs))
 
         seconds = time.time() - iteration_start
-        total = self.elapsed()
         frames = self.num_steps * self.num_envs
-        logs.update({"info/frames": float(self.step_count), "info/gframes": self.step_count / 1e9,
-                     "info/sps": frames / seconds, "times/fps_last_epoch": frames / seconds,
-                     "times/fps_total": self.step_count / max(total, 1e-9), "times/last_epoch_seconds": seconds,
-                     "times/training_minutes": total / 60.0, "times/training_hours": total / 3600.0})
-        return logs
+        for p in members:
+            total = self.elapsed(p)
+            out[p].update({INFO.frames: float(self.step_counts[p]), INFO.gframes: self.step_counts[p] / 1e9,
+                           INFO.sps: frames / seconds, TIMES.fps_last_epoch: frames / seconds,
+                           TIMES.fps_total: self.step_counts[p] / max(total, 1e-9),
+                           TIMES.last_epoch_seconds: seconds, TIMES.training_minutes: total / 60.0,
+                           TIMES.training_hours: total / 3600.0})
+        return out
 
-    def fit(self, on_iteration: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
-        """Train until max_epochs (or training_early_termination); returns the final evaluation."""
-        evaluated_last = False
+    def elapsed(self, member: int = 0) -> float:
+        return self.time_offsets[member] + time.time() - self.start_times[member]
+
+    def member_done(self, member: int) -> bool:
+        """Member ``member`` has trained its budget (max epochs, or training_early_termination)."""
+        stop_at = self.hp.configs[member].training_early_termination
+        return (self.epochs[member] >= self.max_epochs_per_member[member]
+                or (stop_at is not None and self.step_counts[member] >= stop_at))
+
+    def should_stop(self) -> bool:
+        return not any(bool(self.active[p]) and not self.member_done(p) for p in range(self.num_members))
+
+    def fit(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+        """Train every member to its budget; returns each member's final evaluation ({} without one).
+
+        ``on_iteration(member, metrics)`` runs after each member's iteration; if it raises, every
+        member's last.ckpt is written and the exception propagates."""
+        final = [{} for _ in range(self.num_members)]
         while not self.should_stop():
             logs = self.train_iteration()
-            evaluated_last = "eval/episode_reward" in logs
-            if self.should_stop() and self.evaluator is not None and not evaluated_last:
-                logs.update(self.evaluate())  # a final evaluation, so every run ends with a score
-                evaluated_last = True
-            if on_iteration is not None:
-                try:
-                    on_iteration(logs)
-                except BaseException:
-                    self.save_checkpoint("last.ckpt")
-                    raise
-        self.save_checkpoint("last.ckpt")
-        return self.last_eval if evaluated_last else {}
+            finishing = [p for p in self._active_members() if self.member_done(p)]
+            unevaluated = [p for p in finishing if EVAL.episode_reward not in logs[p]]
+            if self.evaluator is not None and unevaluated:  # every run ends with a score
+                for p, metrics in self.evaluate(unevaluated).items():
+                    logs[p].update(metrics)
+            for p in finishing:
+                final[p] = self.last_eval[p] if EVAL.episode_reward in logs[p] else {}
+            try:
+                for p, member_logs in enumerate(logs):
+                    if member_logs is not None and on_iteration is not None:
+                        on_iteration(p, member_logs)
+            except BaseException:
+                self.save_checkpoint("last.ckpt")
+                raise
+            for p in finishing:
+                self.save_checkpoint("last.ckpt", [p])
+                self.active[p] = False
+        return final
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> dict[str, float]:
-        metrics = self.evaluator.evaluate(self.model.actor)
-        self.last_eval = metrics
-        score = metrics.get("eval/success_rate", metrics["eval/episode_reward"])
-        if score >= self.best_score:  # ties count, as in the reference
-            self.best_score = score
-            self.save_checkpoint("last.ckpt")
-            self.save_checkpoint("score_based.ckpt")
-        metrics["eval/best_score"] = self.best_score
-        return metrics
+    def evaluate(self, members: Sequence[int] | None = None) -> dict[int, dict[str, float]]:
+        """Evaluate every member (all members' envs run at once); report and keep ``members``'."""
+        members = list(range(self.num_members)) if members is None else list(members)
+        results = self.evaluator.evaluate(self.model.actor, self.num_members)
+        out = {}
+        for p in members:
+            metrics = results[p]
+            self.last_eval[p] = metrics
+            score = metrics.get(EVAL.success_rate, metrics[EVAL.episode_reward])
+            if score >= self.best_scores[p]:  # ties count, as in the reference
+                self.best_scores[p] = score
+                self.save_checkpoint("last.ckpt", [p])
+                self.save_checkpoint("score_based.ckpt", [p])
+            metrics[EVAL.best_score] = self.best_scores[p]
+            out[p] = metrics
+        return out
+
+    # ------------------------------------------------------------------ members come and go
+    def remove_member(self, member: int) -> None:
+        """Stop training slot ``member`` (a pruned trial): its state stays but nothing moves it."""
+        self.active[member] = False
+        self.output_dirs[member] = None
+
+    @torch.no_grad()
+    def insert_member(self, member: int, config: PPOAgentConfig | None, seed: int,
+                      output_dir: Path | str | None = None) -> None:
+        """Start a new member in slot ``member``, as a fresh single run with ``seed`` and ``config``
+        would start: fresh weights, optimizer state, normalisers, RNG streams and envs."""
+        config = config if config is not None else self.config
+        others = [c for p, c in enumerate(self.hp.configs) if p != member]
+        check_population([*others[:1], config])
+        self.hp.replace(member, config)
+        self.seeds[member] = seed
+        generator = torch.Generator().manual_seed(seed)
+        self.init_generators[member] = generator
+        for layer in self.layers:
+            layer.reset_member(member, generator)
+        if self.device.type == "cpu":
+            self.noise_generators[member] = generator
+        else:
+            self.noise_generators[member] = torch.Generator(device=self.device).manual_seed(seed)
+        self.model.actor.generators = self.noise_generators
+        self.shuffle_generators[member] = torch.Generator().manual_seed(seed)
+        self.model.actor.logstd[member] = self.hp.actor_logstd[member]
+        for modules in self.normalizers.values():
+            for module in modules:
+                if module.obs_norm is not None:
+                    module.obs_norm.reset_member(member)
+        self.optimizers["actor"].reset_member(member, float(self.hp.actor_lr[member]))
+        self.optimizers["critic"].reset_member(member, float(self.hp.critic_lr[member]))
+        self.reward_norm.gamma.copy_(self.hp.gamma)
+        self.reward_norm.clamp_value.copy_(self.hp.reward_clamp)
+        self.reward_norm._cache = None
+        self.reward_norm.reset_member(member)
+        self.adv_norm.mean_ema[member] = 0.0
+        self.adv_norm.std_ema[member] = 1.0
+        self._reset_member_envs(member, seed)
+        self.epochs[member] = 0
+        self.step_counts[member] = 0
+        self.best_scores[member] = -math.inf
+        self.max_epochs_per_member[member] = max_epochs(config, self.num_envs, self.num_steps)
+        self.start_times[member], self.time_offsets[member] = time.time(), 0.0
+        self.episode_return[member] = 0.0
+        self.episode_length[member] = 0.0
+        self.last_episode_metrics[member] = {INFO.episode_reward: 0.0, INFO.episode_length: 0.0}
+        self.last_eval[member] = {}
+        self._force_eval[member] = False
+        self.output_dirs[member] = Path(output_dir) if output_dir is not None else None
+        self.active[member] = True
+
+    def _reset_member_envs(self, member: int, seed: int) -> None:
+        """The member's envs as a fresh run sees them: built with ``seed``, reset once by the
+        agent's set-up, and reset again at the first step."""
+        N = self.num_envs
+        self.env.reset_member(member, seed)
+        self.env.reset(torch.arange(member * N, (member + 1) * N, device=self.device))
+        self.done[member] = True
+        if self.evaluator is not None:
+            self.evaluator.env.reset_member(member, seed + EVAL_SEED_OFFSET)
+            self.evaluator.refresh_initial_state()
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict:
+    def member_state_dict(self, member: int) -> dict:
+        """Member ``member``'s whole training state in the single-agent checkpoint format."""
+        p = member
         state = {
-            "model": self.model.state_dict(),
-            "epoch": self.epoch, "step_count": self.step_count, "best_evaluated_score": self.best_score,
-            "training_seconds": self.elapsed(),
-            "running_reward_norm": self.reward_norm.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "adv_mean_ema": self.adv_norm.mean_ema.clone(), "adv_std_ema": self.adv_norm.std_ema.clone(),
-            "adaptive_lr": {"actor_lr": self.actor_lr, "critic_lr": self.critic_lr},
+            "model": {k: v[p].cpu().clone() for k, v in self.model.state_dict().items()},
+            "epoch": self.epochs[p], "step_count": self.step_counts[p], "best_evaluated_score": self.best_scores[p],
+            "training_seconds": self.elapsed(p),
+            "running_reward_norm": self.reward_norm.member_state_dict(p),
+            "actor_optimizer": self.optimizers["actor"].member_state_dict(p, self._num_module_params["actor"]),
+            "critic_optimizer": self.optimizers["critic"].member_state_dict(p, self._num_module_params["critic"]),
+            "adv_mean_ema": self.adv_norm.mean_ema[p].cpu().clone(), "adv_std_ema": self.adv_norm.std_ema[p].cpu().clone(),
+            "adaptive_lr": {"actor_lr": float(self.optimizers["actor"].lr[p]),
+                            "critic_lr": float(self.optimizers["critic"].lr[p])},
             "evaluator": {"eval_count": self.evaluator.eval_count if self.evaluator else 0},
             # What an exact resume needs beyond the reference's contents:
-            "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle_rng.get_state()},
-            "env": self.env.state_dict(), "max_episode_length": int(self.env.max_episode_length),
-            "done_ids": self.done_ids.cpu(),
-            "episode": {"return": self.episode_return.cpu(), "length": self.episode_length.cpu(),
-                        "last": dict(self.last_episode_metrics)},
+            "rng": {"torch": self.init_generators[p].get_state(), "shuffle": self.shuffle_generators[p].get_state()},
+            "env": self._env_state(p), "max_episode_length": int(self.env.max_episode_length),
+            "done_ids": self.done[p].nonzero().squeeze(-1).cpu(),
+            "episode": {"return": self.episode_return[p].cpu().clone(), "length": self.episode_length[p].cpu().clone(),
+                        "last": dict(self.last_episode_metrics[p])},
         }
         if self.device.type == "cuda":
-            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+            state["rng"]["cuda"] = self.noise_generators[p].get_state()
         return state
 
-    def save_checkpoint(self, name: str) -> Path | None:
-        if self.output_dir is None:
-            return None
-        path = self.output_dir / name
-        ckpt.save_atomic(self.state_dict(), path)
-        if name == "last.ckpt" and self.config.save_inference_checkpoint:
-            ckpt.save_atomic({"model": {k: v.cpu() for k, v in self.model.state_dict().items()},
-                              "epoch": self.epoch, "step_count": self.step_count},
-                             self.output_dir / "inference_last.ckpt")
-        return path
+    def state_dict(self) -> dict:
+        """The single agent's checkpoint (member 0 of a population of one)."""
+        return self.member_state_dict(0)
 
-    def load_checkpoint(self, path: Path | str, load_training_state: bool = True) -> None:
+    def _env_state(self, member: int) -> dict:
+        return self.env.member_state_dict(member) if self.num_members > 1 else self.env.state_dict()
+
+    def save_checkpoint(self, name: str, members: Sequence[int] | None = None) -> list[Path]:
+        """Write ``name`` into each member's output dir (members without one are skipped)."""
+        members = range(self.num_members) if members is None else members
+        written = []
+        for p in members:
+            directory = self.output_dirs[p]
+            if directory is None:
+                continue
+            path = directory / name
+            ckpt.save_atomic(self.member_state_dict(p), path)
+            if name == "last.ckpt" and self.config.save_inference_checkpoint:
+                ckpt.save_atomic({"model": {k: v[p].cpu().clone() for k, v in self.model.state_dict().items()},
+                                  "epoch": self.epochs[p], "step_count": self.step_counts[p]},
+                                 directory / "inference_last.ckpt")
+            written.append(path)
+        return written
+
+    @torch.no_grad()
+    def load_checkpoint(self, path: Path | str, load_training_state: bool = True, member: int = 0) -> None:
+        """Load a single-agent checkpoint (a run's, or a member's) into slot ``member``."""
+        p = member
         state = ckpt.load_checked(path)
-        ckpt.check_model_state(state["model"], self.model.state_dict(), path)
-        configured_logstd = self.model.actor.logstd.detach().clone()
-        self.model.load_state_dict(state["model"])
+        current = {k: v[p] for k, v in self.model.state_dict().items()}
+        ckpt.check_model_state(state["model"], current, path)
+        for key, value in state["model"].items():
+            current[key].copy_(value)
         if not self.model.actor.config.learnable_std:
             # a fixed std comes from the config, not the checkpoint (as in the reference)
-            self.model.actor.logstd.data.copy_(configured_logstd)
-        self._force_eval = True
+            self.model.actor.logstd[p] = self.hp.actor_logstd[p]
+        self._force_eval[p] = True
         if not load_training_state:
             return
         try:
-            self.epoch = state["epoch"]
-            self.step_count = state["step_count"]
-            self.best_score = state["best_evaluated_score"]
-            self.time_offset = state["training_seconds"]
-            self.start_time = time.time()
-            self.reward_norm.load_state_dict(state["running_reward_norm"])
-            self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-            self.adv_norm.mean_ema.copy_(state["adv_mean_ema"])
-            self.adv_norm.std_ema.copy_(state["adv_std_ema"])
-            self.actor_lr = state["adaptive_lr"]["actor_lr"]
-            self.critic_lr = state["adaptive_lr"]["critic_lr"]
+            self.epochs[p] = state["epoch"]
+            self.step_counts[p] = state["step_count"]
+            self.best_scores[p] = state["best_evaluated_score"]
+            self.time_offsets[p] = state["training_seconds"]
+            self.start_times[p] = time.time()
+            self.reward_norm.load_member_state_dict(p, state["running_reward_norm"])
+            self.optimizers["actor"].load_member_state_dict(p, state["actor_optimizer"])
+            self.optimizers["critic"].load_member_state_dict(p, state["critic_optimizer"])
+            self.optimizers["actor"].lr[p] = state["adaptive_lr"]["actor_lr"]
+            self.optimizers["critic"].lr[p] = state["adaptive_lr"]["critic_lr"]
+            self.adv_norm.mean_ema[p] = state["adv_mean_ema"]
+            self.adv_norm.std_ema[p] = state["adv_std_ema"]
             if self.evaluator is not None:
-                self.evaluator.eval_count = state["evaluator"]["eval_count"]
-            torch.set_rng_state(state["rng"]["torch"])
-            self.shuffle_rng.set_state(state["rng"]["shuffle"])
+                self.evaluator.eval_count = max(self.evaluator.eval_count, state["evaluator"]["eval_count"])
+            self.init_generators[p].set_state(state["rng"]["torch"])
+            self.shuffle_generators[p].set_state(state["rng"]["shuffle"])
             if "cuda" in state["rng"] and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-            self.env.load_state_dict(state["env"])
+                self.noise_generators[p].set_state(state["rng"]["cuda"])
+            if self.num_members > 1:
+                self.env.load_member_state_dict(p, state["env"])
+            else:
+                self.env.load_state_dict(state["env"])
             self.env.max_episode_length = state["max_episode_length"]
-            self.done_ids = state["done_ids"].to(self.device)
-            self.episode_return.copy_(state["episode"]["return"])
-            self.episode_length.copy_(state["episode"]["length"])
-            self.last_episode_metrics = dict(state["episode"]["last"])
+            self.done[p] = False
+            self.done[p, state["done_ids"].to(self.device)] = True
+            self.episode_return[p] = state["episode"]["return"].to(self.device)
+            self.episode_length[p] = state["episode"]["length"].to(self.device)
+            self.last_episode_metrics[p] = dict(state["episode"]["last"])
         except (KeyError, TypeError, RuntimeError, ValueError) as err:
             raise ckpt.CheckpointError(f"checkpoint {path} lacks or mismatches training state ({err!r}); "
                                        "load it as a warm start (load_training_state=false) instead") from err
+
+
+EVAL_SEED_OFFSET = 1_000_003  # the evaluation envs' seed is the member's seed plus this

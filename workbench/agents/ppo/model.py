@@ -2,11 +2,16 @@
 
 ``PPOActor`` samples ``action ~ Normal(mu, exp(logstd))`` (no tanh, no clipping)
 and writes ``action``, ``mean_action`` and ``neglogp``; ``PPOModel`` runs the actor
-and then the critic, adding ``value`` ([B, 1]).
+and then the critic, adding ``value`` ([P, B, 1]).
+
+Both carry the population's member dimension: every tensor is ``[P, batch, ...]``, every
+parameter a stack of P (stacked.py). The actor draws member p's noise from ``generators[p]``,
+so a member's actions do not depend on how many members run beside it.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDictBase
@@ -27,7 +32,7 @@ def gaussian_neglogp(x: torch.Tensor, mu: torch.Tensor, logstd: torch.Tensor) ->
 
 
 class PPOActor(TensorDictModuleBase):
-    def __init__(self, config: PPOActorConfig):
+    def __init__(self, config: PPOActorConfig, num_members: int = 1, actor_logstd: Sequence[float] | None = None):
         super().__init__()
         missing = {"action", "mean_action", "neglogp"} - set(config.out_keys)
         if missing:
@@ -38,18 +43,31 @@ class PPOActor(TensorDictModuleBase):
         self.in_keys = list(config.in_keys)
         self.out_keys = list(config.out_keys)
         self.mu_key = config.mu_key
-        self.mu = build_module(config.mu_model)
-        self.logstd = nn.Parameter(torch.full((config.num_out,), float(config.actor_logstd)),
-                                   requires_grad=config.learnable_std)
+        self.num_members = num_members
+        self.mu = build_module(config.mu_model, num_members)
+        # member p's initial log std; a sweep may give each member its own
+        values = list(actor_logstd) if actor_logstd is not None else [float(config.actor_logstd)] * num_members
+        logstd = torch.tensor(values, dtype=torch.float32).unsqueeze(1).repeat(1, config.num_out)
+        self.logstd = nn.Parameter(logstd, requires_grad=config.learnable_std)
+        self.generators: Sequence[torch.Generator] | None = None  # None: the global generator
 
     def distribution(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         """Action mean and (broadcast) log std for the observations in ``td``."""
         mu = self.mu(td).get(self.mu_key)
-        return mu, self.logstd.expand_as(mu)
+        return mu, self.logstd.unsqueeze(1).expand_as(mu)
+
+    def sample_noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise shaped like ``like`` ([P, ...]), member p's from its own generator."""
+        if self.generators is None:
+            return torch.randn_like(like)
+        noise = torch.empty_like(like)
+        for member, generator in enumerate(self.generators):
+            torch.randn(like.shape[1:], generator=generator, out=noise[member])
+        return noise
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         mu, logstd = self.distribution(td)
-        noise = torch.randn_like(mu)
+        noise = self.sample_noise(mu)
         td.set("action", torch.addcmul(mu, torch.exp(logstd), noise))
         td.set("mean_action", mu)
         # (action - mu) / std is the noise itself: gaussian_neglogp without recomputing it
@@ -58,10 +76,11 @@ class PPOActor(TensorDictModuleBase):
 
 
 class PPOModel(BaseModel):
-    def __init__(self, config: PPOModelConfig):
+    def __init__(self, config: PPOModelConfig, num_members: int = 1, actor_logstd: Sequence[float] | None = None):
         super().__init__(config)
-        self._actor = PPOActor(config.actor)
-        self._critic = build_module(config.critic)
+        self.num_members = num_members
+        self._actor = PPOActor(config.actor, num_members, actor_logstd)
+        self._critic = build_module(config.critic, num_members)
         needed_in = set(self._actor.in_keys) | set(self._critic.in_keys)
         if not needed_in <= set(self.in_keys):
             raise ValueError(f"actor/critic read {sorted(needed_in - set(self.in_keys))}, "

@@ -1,0 +1,129 @@
+"""A population run: P members trained side by side, each a run like any other.
+
+``workbench train 'population.seeds=[0,1,2,3]'`` (or ``population.size=4``, or a population file
+of per-member overrides, ``population=<name>``) builds one agent with P members. Member i writes
+``<run dir>/member_<i>/``: its resolved config (with its own seed and overrides), its W&B run
+(group: the population's name) and its checkpoints in the single-agent format, so ``read_run``,
+``workbench runs``, the notebooks and a single run's ``checkpoint=`` treat it like any run.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from workbench.config import ConfigError
+from workbench.metric_names import EVAL, INFO
+from workbench.tracking import Tracker
+from workbench.train import TrainResult, build_population, resolved_config
+
+log = logging.getLogger(__name__)
+
+
+def is_population(cfg: DictConfig) -> bool:
+    pop = cfg.get("population")
+    return pop is not None and bool(pop.seeds or pop.size or pop.members)
+
+
+def member_seeds(cfg: DictConfig) -> list[int]:
+    pop = cfg.population
+    if pop.seeds:
+        seeds = [int(s) for s in pop.seeds]
+    elif pop.size:
+        seeds = [int(cfg.seed) + i for i in range(int(pop.size))]
+    else:
+        seeds = [int(cfg.seed) + i for i in range(len(pop.members))]
+    if pop.members and len(pop.members) != len(seeds):
+        raise ConfigError("population.members", f"{len(pop.members)} members",
+                          f"one override set per member: {len(seeds)} (from population.seeds/size)")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("population.seeds", seeds, "seeds must be distinct (equal seeds train identical members)")
+    return seeds
+
+
+def member_configs(cfg: DictConfig) -> list[DictConfig]:
+    """Each member's whole config: the composed one, its seed, its overrides; population info kept."""
+    seeds = member_seeds(cfg)
+    overrides = list(cfg.population.members) or [{}] * len(seeds)
+    out = []
+    for i, (seed, member_overrides) in enumerate(zip(seeds, overrides)):
+        member = copy.deepcopy(cfg)
+        with open_dict(member):
+            member.seed = seed
+        for key, value in _as_overrides(member_overrides, i).items():
+            if key == "seed":
+                raise ConfigError(f"population.members[{i}].seed", value, "set seeds with population.seeds")
+            if OmegaConf.select(member, key, default="__missing__") == "__missing__":
+                raise ConfigError(f"population.members[{i}].{key}", value, "no such config key")
+            OmegaConf.update(member, key, value, merge=False)
+        out.append(member)
+    return out
+
+
+def _as_overrides(spec, index: int) -> dict:
+    if spec is None:
+        return {}
+    if isinstance(spec, (DictConfig, Mapping)):
+        plain = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+        return {str(k): v for k, v in plain.items()}
+    raise ConfigError(f"population.members[{index}]", spec, "a mapping of dotted config keys to values")
+
+
+def run_population(cfg: DictConfig, output_dir: Path | str) -> list[TrainResult]:
+    output_dir = Path(output_dir)
+    members = member_configs(cfg)
+    dirs = [output_dir / f"member_{i}" for i in range(len(members))]
+    agent = build_population(members, dirs)
+    for i, member_dir in enumerate(dirs):  # load before writing anything (a bad checkpoint leaves nothing)
+        if (member_dir / "last.ckpt").exists():
+            agent.load_checkpoint(member_dir / "last.ckpt", load_training_state=cfg.load_training_state, member=i)
+
+    group = cfg.population.name or output_dir.name
+    trackers, results = [], []
+    for i, (member, member_dir) in enumerate(zip(members, dirs)):
+        member_dir.mkdir(parents=True, exist_ok=True)
+        config_dict = resolved_config(member)
+        config_dict["population"] = {"name": group, "member": i, "size": len(members),
+                                     "seeds": [int(m.seed) for m in members]}
+        (member_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config_dict)))
+        logger = OmegaConf.to_object(member.logger)
+        logger.group = group
+        trackers.append(Tracker.start(config_dict, logger, member_dir, background=True))
+        results.append(TrainResult(output_dir=member_dir))
+
+    def on_iteration(member: int, metrics: dict[str, float]) -> None:
+        trackers[member].log(metrics)
+        result = results[member]
+        result.history.append(metrics)
+        if EVAL.episode_reward in metrics:
+            result.final_eval_return = metrics[EVAL.episode_reward]
+            result.best_eval_return = max(result.best_eval_return or -float("inf"), metrics[EVAL.episode_reward])
+        epoch = agent.epochs[member]
+        if epoch % 10 == 0 or agent.member_done(member):
+            log.info("member %d epoch %d/%d frames %d return %.1f eval %s sps %.0f", member, epoch,
+                     agent.max_epochs_per_member[member], agent.step_counts[member], metrics[INFO.episode_reward],
+                     _one_decimal(metrics.get(EVAL.episode_reward)), metrics[INFO.sps])
+
+    started = time.time()
+    exit_code = 1
+    try:
+        agent.fit(on_iteration)
+        exit_code = 0
+    finally:
+        for i, (tracker, result) in enumerate(zip(trackers, results)):
+            result.frames = agent.step_counts[i]
+            tracker.update_summary({"frames": agent.step_counts[i], "wall_time_s": time.time() - started,
+                                    "final_eval_return": result.final_eval_return,
+                                    "best_eval_return": result.best_eval_return})
+            tracker.finish(exit_code)
+            result.wandb_run_id = tracker.run_id
+            result.wandb_run_dir = str(tracker.run_dir) if tracker.run_dir else None
+    return results
+
+
+def _one_decimal(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
