@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from workbench.sweep.driver import HeartbeatSettings, StudyDriver
 from workbench.sweep.errors import SweepConfigError
-from workbench.sweep.factory import make_pruner, make_sampler
+from workbench.sweep.factory import ENV_WORKER, make_pruner, make_sampler, seed_sampler_for_worker
 from workbench.sweep.heartbeat import Heartbeat
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
@@ -117,7 +117,8 @@ class WorkbenchOptunaSweeper(Sweeper):
         direction = str(conf.direction).lower()
         if direction not in ("maximize", "minimize"):
             raise SweepConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
-        sampler = make_sampler(conf.get("sampler"))
+        sampler_node, seed_note = seed_sampler_for_worker(conf.get("sampler"), _worker_index())
+        sampler = make_sampler(sampler_node)
         pruner = make_pruner(conf.get("pruner"))
         study_name = self._study_name()
         base_dir = Path(self.config.hydra.runtime.cwd)
@@ -147,6 +148,8 @@ class WorkbenchOptunaSweeper(Sweeper):
         _say(f"study {study_name} on {spec.redacted}: {n_trials} trials, "
              f"{len(space.searched)} searched parameters, sampler {type(sampler).__name__}, "
              f"pruner {type(pruner).__name__}")
+        if seed_note:
+            _say(seed_note)
         if conf.dry_run:
             _say("dry run: the sweep is valid; no trial started")
             return None
@@ -230,6 +233,11 @@ class WorkbenchOptunaSweeper(Sweeper):
             f"++logger.group={name}",
             "++logger.job_type=sweep-trial",
         ]
+
+
+def _worker_index() -> int | None:
+    raw = os.environ.get(ENV_WORKER)
+    return int(raw) if raw and raw.isdigit() else None
 
 
 def _is_basic(launcher: Any) -> bool:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import workbench
+from workbench.sweep.factory import ENV_WORKER
 from workbench.sweep.space import format_value
 from workbench.sweep.storage import ENV_STORAGE, load_study, resolve_storage
 from workbench.sweep.summary import summary_table, write_csv
@@ -70,7 +71,7 @@ def sweep_main(argv: list[str]) -> int:
               file=sys.stderr)
         return check.returncode
 
-    workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
+    workers = [subprocess.Popen(cmd, env={**env, ENV_WORKER: str(i)}) for i in range(args.workers)]
     try:
         codes = [w.wait() for w in workers]
     except KeyboardInterrupt:

@@ -40,3 +40,31 @@ def make_pruner(node: Any) -> optuna.pruners.BasePruner:
     if not node:
         return optuna.pruners.NopPruner()
     return _instantiate(node, "pruner", optuna.pruners.BasePruner)
+
+
+# `workbench sweep` numbers its worker processes in this variable (0, 1, ...)
+ENV_WORKER = "WORKBENCH_SWEEP_WORKER"
+
+
+def worker_seed(seed: int, worker: int) -> int:
+    """A seed of its own for each worker process, derived from the sweep file's fixed one:
+    worker 0 keeps it, so a one-worker sweep samples exactly as the file says."""
+    if worker == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, worker]).generate_state(1)[0])
+
+
+def seed_sampler_for_worker(node: Any, worker: int | None) -> tuple[Any, str | None]:
+    """The sampler config with a per-worker seed, and the line saying so (None: unchanged).
+    Without it every worker of a fixed-seed sampler proposes the same parameters."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not worker or not isinstance(node, dict) or node.get("seed") is None:
+        return node, None
+    seed = int(node["seed"])
+    derived = worker_seed(seed, worker)
+    note = (f"worker {worker}: sampler seed {derived}, derived from the fixed hydra.sweeper.sampler.seed "
+            f"{seed} (worker 0 uses {seed}), so workers do not propose the same parameters")
+    return {**node, "seed": derived}, note
