@@ -44,3 +44,12 @@ def test_out_of_range_search_space_is_refused_before_any_trial(tmp_path: Path):
     assert done.returncode != 0
     assert "agent.e_clip=-0.1 is not allowed: must be > 0" in done.stderr
     assert not (tmp_path / "multirun" / "smoke" / "0").exists()
+
+
+def test_every_categorical_choice_is_validated_before_any_trial(tmp_path: Path):
+    # 3000 sits in the middle of the list: neither end would have shown it
+    cmd = [sys.executable, "-m", "workbench.cli", "sweep", "smoke", "agent.batch_size=choice(4096, 3000, 2048)"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env_for(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "agent.batch_size=3000" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "multirun" / "smoke" / "0").exists()

@@ -128,6 +128,9 @@ def test_interrupted_sweep_resumes_to_the_same_total(tmp_path: Path):
         ({"params": {"env": "choice(pendulum, nosuchenv)"}}, "does not compose"),
         ({"preload": ["workbench.no_such_module"]}, "preload: 'workbench.no_such_module' is not an importable"),
         ({"preload": ["workbench.train:"]}, "preload: 'workbench.train:' is not an importable"),
+        ({"sampler": {"_target_": "optuna.samplers.GridSampler", "search_space": {"agent.tau": [0.9, 0.95]}}},
+         "the grid has no values for agent.e_clip"),
+        ({"pruner": {"_target_": "optuna.pruners.WilcoxonPruner"}}, "WilcoxonPruner needs per-seed objectives"),
     ],
 )
 def test_bad_sweep_file_fails_before_any_trial(tmp_path: Path, sweeper: dict, message: str):

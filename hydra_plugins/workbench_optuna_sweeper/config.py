@@ -47,7 +47,7 @@ class WorkbenchOptunaSweeperConf:
     heartbeat: HeartbeatConf = field(default_factory=HeartbeatConf)
     wait_for_running: bool = True  # at the end, wait for (and reap) other workers' trials
     # dotted path of a function(cfg) that raises on an invalid job config (e.g.
-    # workbench.config.validate): applied before any trial to jobs at the search extremes
+    # workbench.config.validate): applied before any trial to jobs at the search space's ends and every choice
     validate: Optional[str] = None
     # a worker's start-up, done before it asks its first trial so that it stays out of trial
     # durations: "module" (imported) or "module:function" (imported, then called with a job's

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from workbench.sweep.driver import HeartbeatSettings, StudyDriver
 from workbench.sweep.errors import SweepConfigError
-from workbench.sweep.factory import ENV_WORKER, make_pruner, make_sampler, seed_sampler_for_worker
+from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
+                                     seed_sampler_for_worker)
 from workbench.sweep.heartbeat import Heartbeat
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
@@ -73,9 +74,9 @@ class WorkbenchOptunaSweeper(Sweeper):
             )
 
     def _check_composes(self, space: SearchSpace, extra: List[str]) -> DictConfig:
-        """Compose a job at the search space's extremes: catches wrong types, bad groups,
-        schema violations before any trial starts. Returns one of them (fixed overrides
-        applied), for the preload."""
+        """Compose a job at the search space's ends and at every categorical choice: catches
+        wrong types, bad groups, schema violations before any trial starts. Returns one of
+        them (fixed overrides applied), for the preload."""
         loader = self.hydra_context.config_loader
         check = self.conf.get("validate")
         if check:
@@ -83,7 +84,7 @@ class WorkbenchOptunaSweeper(Sweeper):
                 check_fn = get_method(str(check))
             except Exception as exc:
                 raise SweepConfigError(f"hydra.sweeper.validate: cannot import {check!r}: {exc}") from exc
-        for overrides in space.extremes():
+        for overrides in space.validation_points():
             try:
                 composed = loader.load_sweep_config(self.config, overrides + extra)
             except Exception as exc:
@@ -95,7 +96,7 @@ class WorkbenchOptunaSweeper(Sweeper):
                     check_fn(composed)
                 except Exception as exc:
                     raise SweepConfigError(
-                        f"{check} refuses the sweep's extreme values {overrides}: {exc}"
+                        f"{check} refuses the sweep's values {overrides}: {exc}"
                     ) from exc
         return composed
 
@@ -110,7 +111,7 @@ class WorkbenchOptunaSweeper(Sweeper):
         space = parse_search_space(params, conf.get("conditions"))
         if not space.searched:
             raise SweepConfigError("hydra.sweeper.params: nothing to search")
-        ObjectiveSettings.from_config(OmegaConf.to_container(conf.objective, resolve=True))
+        objective = ObjectiveSettings.from_config(OmegaConf.to_container(conf.objective, resolve=True))
         n_trials = int(conf.n_trials)
         if n_trials < 1:
             raise SweepConfigError(f"hydra.sweeper.n_trials must be >= 1, got {n_trials}")
@@ -120,6 +121,8 @@ class WorkbenchOptunaSweeper(Sweeper):
         sampler_node, seed_note = seed_sampler_for_worker(conf.get("sampler"), _worker_index())
         sampler = make_sampler(sampler_node)
         pruner = make_pruner(conf.get("pruner"))
+        check_sampler(sampler, [p.name for p in space.searched])
+        check_pruner(pruner, objective.seeds)
         study_name = self._study_name()
         base_dir = Path(self.config.hydra.runtime.cwd)
         spec = resolve_storage(conf.get("storage"), study_name, base_dir, str(conf.storage_dir))
