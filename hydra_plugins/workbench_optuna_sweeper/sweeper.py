@@ -234,6 +234,7 @@ class WorkbenchOptunaSweeper(Sweeper):
             f"++trial.number={number}",
             f"++trial.storage={format_value(spec.redacted)}",
             f"++logger.group={name}",
+            f"++logger.name={format_value(f'{study_name}-{number}')}",  # the trial's W&B run: <study>-<n>
             "++logger.job_type=sweep-trial",
         ]
 
