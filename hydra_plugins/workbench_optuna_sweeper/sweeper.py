@@ -146,6 +146,7 @@ class WorkbenchOptunaSweeper(Sweeper):
                 f"this sweep asks for {direction}: use another study_name"
             )
         study.set_user_attr("search_space", {k: str(v) for k, v in params.items()})
+        study.set_user_attr("n_trials", n_trials)  # `workbench sweep` judges its exit code by it
         heartbeat = HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat, resolve=True))
         driver = StudyDriver(study, spec, space, n_trials, heartbeat, bool(conf.wait_for_running), _say)
         _say(f"study {study_name} on {spec.redacted}: {n_trials} trials, "
