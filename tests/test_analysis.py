@@ -340,3 +340,58 @@ def test_a_failing_wandb_api_is_tried_once(tmp_path, monkeypatch):
     monkeypatch.setattr("workbench.analysis.histories.default_api", no_api)
     histories = wa.join_histories(wa.load_study(str(tmp_path / "o.journal"), "o"))
     assert len(calls) == 1 and len(histories.missing) == 3
+
+
+def _log_param_study(journal):
+    """A study whose knob is searched on a log scale within one decade and has a long name."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from workbench.sweep.storage import StorageSpec, open_storage
+
+    name = "agent.advantage_normalization.ema_alpha"
+    dist = {name: FloatDistribution(0.01, 0.09, log=True)}
+    study = optuna.create_study(study_name="log", storage=open_storage(StorageSpec(str(journal), "journal")),
+                                direction="maximize")
+    for number, (alpha, state) in enumerate([(0.012, "COMPLETE"), (0.03, "COMPLETE"), (0.08, "PRUNED")]):
+        study.add_trial(create_trial(state=getattr(TrialState, state), params={name: alpha}, distributions=dist,
+                                     value=-100.0 * (number + 1), intermediate_values={2: -100.0 * (number + 1)}))
+    return name
+
+
+def test_log_scale_parameter_axes_have_plain_ticks_and_full_names(tmp_path):
+    name = _log_param_study(tmp_path / "log.journal")
+    frame = wa.load_study(str(tmp_path / "log.journal"), "log")
+    fig = wa.plot_objective_vs_params(frame)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == name  # not "…normalization.ema_alpha"
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    labels += [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    assert labels and not any("$" in text or "10^" in text for text in labels), labels
+    assert {"0.02", "0.05"} <= set(labels)
+    coords = wa.plot_parallel_coordinates(frame)
+    assert name in [t.get_text() for t in coords.axes[0].get_xticklabels()]
+
+
+def test_pruning_efficiency_legend_is_clear_of_the_bars(study_setup):
+    journal, _ = study_setup
+    frame = wa.load_study(str(journal), "fake")
+    histories = {n: fake_history(iterations=8 if s != "PRUNED" else 2) for n, s in zip(frame["number"], frame["state"])}
+    fig = wa.plot_pruning_efficiency(frame, histories)
+    fig.canvas.draw()
+    per_trial = fig.axes[0]
+    legend = per_trial.get_legend().get_window_extent()
+    for bar in per_trial.patches:
+        assert not legend.overlaps(bar.get_window_extent()), "the legend covers a bar"
+
+
+def test_report_table_shows_frames_of_pruned_trials(study_setup):
+    from workbench.analysis.html_report import _trials_table
+
+    journal, _ = study_setup
+    frame = wa.load_study(str(journal), "fake")  # its pruned trial recorded no frames (an older study)
+    pruned = int(frame.loc[frame["state"] == "PRUNED", "number"].iloc[0])
+    table = _trials_table(frame, {pruned: fake_history(iterations=2)})
+    assert int(table.loc[table["number"] == pruned, "frames"].iloc[0]) == 2 * 2048

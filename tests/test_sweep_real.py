@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from workbench.sweep.driver import budget_used
+from workbench.tracking import read_run
 from workbench.sweep.fake.harness import env_for, open_study
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,10 @@ def test_smoke_sweep_on_the_real_app_links_trials_and_runs(tmp_path: Path):
         assert config["trial"]["params"] == t.params
         assert config["agent"]["e_clip"] == pytest.approx(t.params["agent.e_clip"])
         assert config["torch_threads"] == 1
+        run = read_run(t.user_attrs["wandb_run_dir"])
+        assert run.name == f"smoke-{t.number}" and run.state == "finished"  # pruned runs too
+        assert run.summary["trial/state"] == t.state.name
+        assert run.summary["trial/value"] == pytest.approx(t.value)
 
 
 def test_out_of_range_search_space_is_refused_before_any_trial(tmp_path: Path):
@@ -43,4 +48,13 @@ def test_out_of_range_search_space_is_refused_before_any_trial(tmp_path: Path):
     done = subprocess.run(cmd, cwd=tmp_path, env=env_for(), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "agent.e_clip=-0.1 is not allowed: must be > 0" in done.stderr
+    assert not (tmp_path / "multirun" / "smoke" / "0").exists()
+
+
+def test_every_categorical_choice_is_validated_before_any_trial(tmp_path: Path):
+    # 3000 sits in the middle of the list: neither end would have shown it
+    cmd = [sys.executable, "-m", "workbench.cli", "sweep", "smoke", "agent.batch_size=choice(4096, 3000, 2048)"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env_for(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "agent.batch_size=3000" in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "multirun" / "smoke" / "0").exists()

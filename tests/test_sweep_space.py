@@ -107,6 +107,48 @@ def test_sampler_and_pruner_targets():
         make_sampler({"_target_": "collections.OrderedDict"})
 
 
+def test_validation_points_cover_every_choice_and_both_ends():
+    space = parse_search_space({"agent.batch_size": "choice(1024, 3000, 2048, 512)",
+                                "agent.e_clip": "interval(0.1, 0.3)", "env": "pendulum"})
+    points = space.validation_points()
+    assert {p[0] for p in points} == {f"agent.batch_size={v}" for v in (1024, 3000, 2048, 512)}
+    assert {p[1] for p in points} == {"agent.e_clip=0.1", "agent.e_clip=0.3"}
+    assert all(p[2] == "env=pendulum" for p in points)
+
+
+def test_sampler_missing_dependency_is_caught_before_any_trial(monkeypatch):
+    import sys
+
+    from workbench.sweep.factory import check_sampler
+
+    monkeypatch.setitem(sys.modules, "cmaes", None)  # what `import cmaes` sees where it is not installed
+    sampler = optuna.samplers.CmaEsSampler()  # builds fine: cmaes is imported only after the start-up trials
+    with pytest.raises(SweepConfigError, match="CmaEsSampler needs the module 'cmaes'"):
+        check_sampler(sampler, ["agent.e_clip"])
+    check_sampler(optuna.samplers.TPESampler(), ["agent.e_clip"])
+
+
+def test_grid_must_cover_the_searched_params():
+    from workbench.sweep.factory import check_sampler
+
+    grid = optuna.samplers.GridSampler({"agent.e_clip": [0.1, 0.2]})
+    check_sampler(grid, ["agent.e_clip"])
+    with pytest.raises(SweepConfigError, match="the grid has no values for agent.tau"):
+        check_sampler(grid, ["agent.e_clip", "agent.tau"])
+
+
+def test_wilcoxon_pruner_needs_per_seed_objectives():
+    from workbench.sweep.factory import check_pruner
+
+    wilcoxon = optuna.pruners.WilcoxonPruner()
+    with pytest.raises(SweepConfigError, match="WilcoxonPruner needs per-seed objectives"):
+        check_pruner(wilcoxon, None)
+    with pytest.raises(SweepConfigError, match="WilcoxonPruner needs per-seed objectives"):
+        check_pruner(optuna.pruners.PatientPruner(wilcoxon, patience=2), None)
+    check_pruner(wilcoxon, (0, 1, 2))
+    check_pruner(optuna.pruners.MedianPruner(), None)
+
+
 def test_storage_resolution_and_redaction(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("WORKBENCH_SWEEP_STORAGE", raising=False)
     spec = resolve_storage(None, "s1", tmp_path)

@@ -64,6 +64,47 @@ def test_pruned_trial_keeps_its_last_value(setup):
     frozen = study.trials[trial.number]
     assert outcome.state == "PRUNED" and frozen.state == TrialState.PRUNED
     assert frozen.last_step == 3 and frozen.value == frozen.intermediate_values[3]
+    assert frozen.user_attrs["frames"] == 3 * 8 * 32  # what it trained before the cut (for the report)
+
+
+def test_a_trial_is_not_pruned_at_its_final_iteration(setup):
+    study, make, tmp_path = setup
+    # prunes every report from step 8 on, and 8 is the last of the fake's 8 iterations
+    trial, cfg, sweeper = make(pruner={"_target_": "optuna.pruners.ThresholdPruner", "lower": 1e9,
+                                       "n_warmup_steps": 8})
+    outcome = run_trial(cfg, tmp_path / "out", run_training, sweeper)
+    frozen = study.trials[trial.number]
+    assert outcome.state == "COMPLETE" and frozen.state == TrialState.COMPLETE
+    assert 8 in frozen.intermediate_values  # still reported
+
+
+def test_real_runs_end_with_the_trial_state_in_their_summary(tmp_path: Path, monkeypatch, tiny_config):
+    """A pruned trial's W&B run is finished (exit code 0), not failed; every run's summary holds
+    trial/state and trial/value."""
+    from workbench.tracking import read_run
+    from workbench.train import run_training as real_training
+
+    monkeypatch.delenv("WORKBENCH_SWEEP_STORAGE", raising=False)
+    journal = tmp_path / "r.journal"
+    study = optuna.create_study(study_name="r", storage=open_storage(StorageSpec(str(journal), "journal")),
+                                direction="maximize")
+    objective = {"metric": "eval/episode_reward", "window": 1, "report_every": 1}
+    pruners = {"PRUNED": {"_target_": "optuna.pruners.ThresholdPruner", "lower": 1e9},
+               "COMPLETE": {"_target_": "optuna.pruners.NopPruner"}}
+    for expected, pruner in pruners.items():
+        trial = study.ask()
+        trial.suggest_float("agent.e_clip", 0.1, 0.3)
+        cfg = tiny_config("logger.mode=offline")
+        OmegaConf.set_struct(cfg, False)
+        cfg.trial = {"study_name": "r", "number": trial.number, "storage": str(journal)}
+        out = tmp_path / expected
+        outcome = run_trial(cfg, out, real_training, {"objective": objective, "pruner": pruner})
+        frozen = study.trials[trial.number]
+        assert outcome.state == expected == frozen.state.name
+        run = read_run(frozen.user_attrs["wandb_run_dir"])
+        assert run.exit_code == 0 and run.state == "finished"
+        assert run.summary["trial/state"] == expected
+        assert run.summary["trial/value"] == pytest.approx(frozen.value)
 
 
 def test_nan_objective_fails_with_reason(setup):

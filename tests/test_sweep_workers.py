@@ -128,6 +128,9 @@ def test_interrupted_sweep_resumes_to_the_same_total(tmp_path: Path):
         ({"params": {"env": "choice(pendulum, nosuchenv)"}}, "does not compose"),
         ({"preload": ["workbench.no_such_module"]}, "preload: 'workbench.no_such_module' is not an importable"),
         ({"preload": ["workbench.train:"]}, "preload: 'workbench.train:' is not an importable"),
+        ({"sampler": {"_target_": "optuna.samplers.GridSampler", "search_space": {"agent.tau": [0.9, 0.95]}}},
+         "the grid has no values for agent.e_clip"),
+        ({"pruner": {"_target_": "optuna.pruners.WilcoxonPruner"}}, "WilcoxonPruner needs per-seed objectives"),
     ],
 )
 def test_bad_sweep_file_fails_before_any_trial(tmp_path: Path, sweeper: dict, message: str):
@@ -172,3 +175,76 @@ def test_submitit_local_launcher_runs_trials_asynchronously(tmp_path: Path):
     assert all(t.user_attrs.get("wandb_run_id") for t in trials)  # the jobs reached the study
     # every job ran in its own submitit process, not in the sweeper's
     assert len({t.user_attrs["output_dir"] for t in trials}) == 4
+
+
+def _children(parent: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (nobody reaped it yet) has stopped too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for_a_running_trial(study, deadline_s: float = 120):
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.last_step]
+        if running:
+            return running[0]
+        time.sleep(0.1)
+    raise AssertionError("no trial started running")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_stop_when_the_sweep_parent_is_killed(tmp_path: Path):
+    write_sweep(tmp_path, "orphans", {"n_trials": 6}, iterations=40, iteration_seconds=0.2)
+    parent = subprocess.Popen(sweep_cli_cmd(tmp_path, "orphans", ["--workers", "2"]), cwd=tmp_path,
+                              env=env_for(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _journal_ready(tmp_path, "orphans")
+    study = open_study(tmp_path, "orphans")
+    trial = _wait_for_a_running_trial(study)
+    workers = _children(parent.pid)
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    deadline = time.time() + 10
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "workers ran on after their parent died"
+    # they stopped as on Ctrl-C: the running trial is recorded and its retry queued
+    frozen = study.trials[trial.number]
+    assert frozen.state == TrialState.FAIL and "KeyboardInterrupt" in frozen.user_attrs["fail_reason"]
+    assert any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False))
+
+
+def _journal_ready(directory: Path, name: str, timeout: float = 60) -> bool:
+    journal = directory / "sweeps_db" / f"{name}.journal"
+    deadline = time.time() + timeout
+    while not journal.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    return journal.exists()
+
+
+def test_sweep_that_reached_its_budget_exits_0_after_a_worker_was_killed(tmp_path: Path):
+    write_sweep(tmp_path, "survive", {"n_trials": 5}, iterations=10, iteration_seconds=0.2)
+    parent = subprocess.Popen(sweep_cli_cmd(tmp_path, "survive", ["--workers", "2"]), cwd=tmp_path,
+                              env=env_for(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _journal_ready(tmp_path, "survive")
+    trial = _wait_for_a_running_trial(open_study(tmp_path, "survive"))
+    os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    _, err = parent.communicate(timeout=240)
+    assert parent.returncode == 0, err[-3000:]  # was 247: the dead worker's -9
+    trials = open_study(tmp_path, "survive").get_trials(deepcopy=False)
+    assert "heartbeat lost" in trials[trial.number].user_attrs["fail_reason"]
+    assert budget_used(trials) == 5 and not [t for t in trials if not t.state.is_finished()]

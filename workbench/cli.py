@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from workbench.config import ConfigError, register_configs
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from workbench.packaged import CONF_DIR  # in the wheel, or the checkout's conf/
 USAGE = """usage: workbench <command> [args]
 
 commands:

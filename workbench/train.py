@@ -31,6 +31,10 @@ class TrainCallbacks:
     # Called after every iteration with (iteration, metrics). If it raises (optuna.TrialPruned, say),
     # training stops cleanly (W&B run finished, last.ckpt saved) and the exception propagates.
     on_iteration: Callable[[int, dict[str, float]], None] | None = None
+    # Called once as the run ends, with the exception that stopped it (None: it ran to the end).
+    # Returns W&B summary values to add and the W&B exit code (a pruned sweep trial stops by an
+    # exception, yet its run did not fail).
+    on_end: Callable[[BaseException | None], tuple[dict, int]] | None = None
 
 
 @dataclass
@@ -143,15 +147,18 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
             callbacks.on_iteration(agent.epoch, metrics)
 
     started = time.time()
-    exit_code = 1
+    stopped_by: BaseException | None = None
     try:
         agent.fit(on_iteration)
-        exit_code = 0
+    except BaseException as exc:
+        stopped_by = exc
+        raise
     finally:
         result.frames = agent.step_count
+        extra, exit_code = callbacks.on_end(stopped_by) if callbacks.on_end else ({}, int(stopped_by is not None))
         tracker.update_summary({"frames": agent.step_count, "wall_time_s": time.time() - started,
                                 "final_eval_return": result.final_eval_return,
-                                "best_eval_return": result.best_eval_return})
+                                "best_eval_return": result.best_eval_return, **extra})
         tracker.finish(exit_code)
         if not announced:
             announce_run()

@@ -1,4 +1,6 @@
-"""The sweeper's config schema, registered as ``hydra/sweeper: workbench_optuna``."""
+"""The sweeper's config schema, registered as ``hydra/sweeper: workbench_optuna`` and, for
+files written for hydra-optuna-sweeper, as ``hydra/sweeper: optuna`` (with its sampler group
+``hydra/sweeper/sampler: tpe|random|cmaes|nsgaii|qmc`` and its default direction, minimize)."""
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -45,7 +47,7 @@ class WorkbenchOptunaSweeperConf:
     heartbeat: HeartbeatConf = field(default_factory=HeartbeatConf)
     wait_for_running: bool = True  # at the end, wait for (and reap) other workers' trials
     # dotted path of a function(cfg) that raises on an invalid job config (e.g.
-    # workbench.config.validate): applied before any trial to jobs at the search extremes
+    # workbench.config.validate): applied before any trial to jobs at the search space's ends and every choice
     validate: Optional[str] = None
     # a worker's start-up, done before it asks its first trial so that it stays out of trial
     # durations: "module" (imported) or "module:function" (imported, then called with a job's
@@ -56,9 +58,29 @@ class WorkbenchOptunaSweeperConf:
     summary_csv: bool = True
 
 
-ConfigStore.instance().store(
-    group="hydra/sweeper",
-    name="workbench_optuna",
-    node=WorkbenchOptunaSweeperConf,
-    provider="workbench_optuna_sweeper",
-)
+@dataclass
+class OptunaCompatSweeperConf(WorkbenchOptunaSweeperConf):
+    """``hydra/sweeper: optuna``: what a hydra-optuna-sweeper file expects. Its sampler comes
+    from the sampler group (so ``sampler: {seed: 123}`` fills in the TPE sampler) and a file
+    that names no direction minimises, as there."""
+
+    # _self_ first: its `sampler: None` must not overwrite the group's sampler
+    defaults: List[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}])
+    direction: str = "minimize"
+
+
+# hydra-optuna-sweeper's sampler group; TPE keeps the workbench's defaults (see docs/sweeps.md)
+SAMPLERS = {
+    "tpe": {"_target_": "optuna.samplers.TPESampler", "multivariate": True, "group": True,
+            "constant_liar": True, "seed": None},
+    "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
+    "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": None},
+    "nsgaii": {"_target_": "optuna.samplers.NSGAIISampler", "seed": None},
+    "qmc": {"_target_": "optuna.samplers.QMCSampler", "seed": None},
+}
+
+_store = ConfigStore.instance()
+for _name, _node in (("workbench_optuna", WorkbenchOptunaSweeperConf), ("optuna", OptunaCompatSweeperConf)):
+    _store.store(group="hydra/sweeper", name=_name, node=_node, provider="workbench_optuna_sweeper")
+for _name, _node in SAMPLERS.items():
+    _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="workbench_optuna_sweeper")

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from workbench.sweep.driver import HeartbeatSettings, StudyDriver
 from workbench.sweep.errors import SweepConfigError
-from workbench.sweep.factory import make_pruner, make_sampler
+from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
+                                     seed_sampler_for_worker)
 from workbench.sweep.heartbeat import Heartbeat
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
@@ -73,9 +74,9 @@ class WorkbenchOptunaSweeper(Sweeper):
             )
 
     def _check_composes(self, space: SearchSpace, extra: List[str]) -> DictConfig:
-        """Compose a job at the search space's extremes: catches wrong types, bad groups,
-        schema violations before any trial starts. Returns one of them (fixed overrides
-        applied), for the preload."""
+        """Compose a job at the search space's ends and at every categorical choice: catches
+        wrong types, bad groups, schema violations before any trial starts. Returns one of
+        them (fixed overrides applied), for the preload."""
         loader = self.hydra_context.config_loader
         check = self.conf.get("validate")
         if check:
@@ -83,7 +84,7 @@ class WorkbenchOptunaSweeper(Sweeper):
                 check_fn = get_method(str(check))
             except Exception as exc:
                 raise SweepConfigError(f"hydra.sweeper.validate: cannot import {check!r}: {exc}") from exc
-        for overrides in space.extremes():
+        for overrides in space.validation_points():
             try:
                 composed = loader.load_sweep_config(self.config, overrides + extra)
             except Exception as exc:
@@ -95,7 +96,7 @@ class WorkbenchOptunaSweeper(Sweeper):
                     check_fn(composed)
                 except Exception as exc:
                     raise SweepConfigError(
-                        f"{check} refuses the sweep's extreme values {overrides}: {exc}"
+                        f"{check} refuses the sweep's values {overrides}: {exc}"
                     ) from exc
         return composed
 
@@ -110,15 +111,18 @@ class WorkbenchOptunaSweeper(Sweeper):
         space = parse_search_space(params, conf.get("conditions"))
         if not space.searched:
             raise SweepConfigError("hydra.sweeper.params: nothing to search")
-        ObjectiveSettings.from_config(OmegaConf.to_container(conf.objective, resolve=True))
+        objective = ObjectiveSettings.from_config(OmegaConf.to_container(conf.objective, resolve=True))
         n_trials = int(conf.n_trials)
         if n_trials < 1:
             raise SweepConfigError(f"hydra.sweeper.n_trials must be >= 1, got {n_trials}")
         direction = str(conf.direction).lower()
         if direction not in ("maximize", "minimize"):
             raise SweepConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
-        sampler = make_sampler(conf.get("sampler"))
+        sampler_node, seed_note = seed_sampler_for_worker(conf.get("sampler"), _worker_index())
+        sampler = make_sampler(sampler_node)
         pruner = make_pruner(conf.get("pruner"))
+        check_sampler(sampler, [p.name for p in space.searched])
+        check_pruner(pruner, objective.seeds)
         study_name = self._study_name()
         base_dir = Path(self.config.hydra.runtime.cwd)
         spec = resolve_storage(conf.get("storage"), study_name, base_dir, str(conf.storage_dir))
@@ -142,11 +146,14 @@ class WorkbenchOptunaSweeper(Sweeper):
                 f"this sweep asks for {direction}: use another study_name"
             )
         study.set_user_attr("search_space", {k: str(v) for k, v in params.items()})
+        study.set_user_attr("n_trials", n_trials)  # `workbench sweep` judges its exit code by it
         heartbeat = HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat, resolve=True))
         driver = StudyDriver(study, spec, space, n_trials, heartbeat, bool(conf.wait_for_running), _say)
         _say(f"study {study_name} on {spec.redacted}: {n_trials} trials, "
              f"{len(space.searched)} searched parameters, sampler {type(sampler).__name__}, "
              f"pruner {type(pruner).__name__}")
+        if seed_note:
+            _say(seed_note)
         if conf.dry_run:
             _say("dry run: the sweep is valid; no trial started")
             return None
@@ -228,8 +235,14 @@ class WorkbenchOptunaSweeper(Sweeper):
             f"++trial.number={number}",
             f"++trial.storage={format_value(spec.redacted)}",
             f"++logger.group={name}",
+            f"++logger.name={format_value(f'{study_name}-{number}')}",  # the trial's W&B run: <study>-<n>
             "++logger.job_type=sweep-trial",
         ]
+
+
+def _worker_index() -> int | None:
+    raw = os.environ.get(ENV_WORKER)
+    return int(raw) if raw and raw.isdigit() else None
 
 
 def _is_basic(launcher: Any) -> bool:

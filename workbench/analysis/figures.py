@@ -49,3 +49,15 @@ def figure_data_uri(fig: Figure, dpi: int = 90) -> str:
 def short_key(key: str, width: int = 28) -> str:
     """Axis labels: long parameter names keep their informative tail."""
     return key if len(key) <= width else "…" + key[-(width - 1):]
+
+
+def readable_log_axis(ax, axis: str = "x") -> None:
+    """A log scale labelled in plain numbers at 1, 2 and 5 of each decade: a search range
+    within one decade otherwise gets only minor ticks written as 10^x powers, or none."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_formatter(NullFormatter())

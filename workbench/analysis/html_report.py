@@ -17,7 +17,7 @@ from .importance import param_importances
 from .study import best_and_worst, load_study, param_columns, param_name, storage_spec
 from .sweep_plots import (plot_learning_curves, plot_objective_vs_params, plot_parallel_coordinates,
                           plot_param_importances, plot_pruning_efficiency, plot_training_diagnostics,
-                          pruning_efficiency)
+                          pruning_efficiency, trial_frames)
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,14 @@ def _table(frame: pd.DataFrame) -> str:
             f"<tbody>{rows}</tbody></table></div>")
 
 
-def _trials_table(frame: pd.DataFrame) -> pd.DataFrame:
+def _trials_table(frame: pd.DataFrame, histories: Histories | None = None) -> pd.DataFrame:
     columns = ["number", "state", "value", "duration_s", "last_step", "frames", *param_columns(frame),
                "wandb_run_id", "fail_reason"]
-    table = frame.reindex(columns=columns).rename(columns={c: param_name(c) for c in param_columns(frame)})
+    table = frame.reindex(columns=columns)
+    # a pruned trial of an older study recorded no frames: its history knows them
+    known = trial_frames(frame, histories).reindex(frame["number"]).to_numpy()
+    table["frames"] = pd.array([None if pd.isna(v) else int(v) for v in known], dtype="Int64")
+    table = table.rename(columns={c: param_name(c) for c in param_columns(frame)})
     ascending = frame.attrs.get("direction") == "minimize"
     order = table.assign(_done=table["state"].map({"COMPLETE": 0, "PRUNED": 1}).fillna(2))
     return order.sort_values(["_done", "value"], ascending=[True, ascending]).drop(columns="_done")
@@ -126,7 +130,7 @@ def render_html(frame: pd.DataFrame, histories: Histories, report: HtmlReport) -
                       _table(importances.rename_axis("parameter").reset_index())]
         parts += ["<h2>Frames by trial state</h2>",
                   _table(pruning_efficiency(frame, histories).reset_index())]
-        parts += ["<h2>All trials</h2>", _table(_trials_table(frame))]
+        parts += ["<h2>All trials</h2>", _table(_trials_table(frame, histories))]
         parts.append("<h2>Plots</h2>")
         for title, draw in _plots(frame, histories):
             try:

@@ -11,7 +11,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .figures import STATE_COLORS, message_figure, new_figure, short_key
+from .figures import STATE_COLORS, message_figure, new_figure, readable_log_axis
 from .histories import STEP
 from .importance import param_importances
 from .study import best_and_worst, param_columns, param_name
@@ -72,8 +72,8 @@ def plot_objective_vs_params(frame: pd.DataFrame) -> Figure:
             ax.set_xticks(range(len(labels)), labels)
         dist = frame.attrs.get("distributions", {}).get(param_name(column), "")
         if '"log": true' in dist:
-            ax.set_xscale("log")
-        ax.set_xlabel(short_key(param_name(column)))
+            readable_log_axis(ax)
+        ax.set_xlabel(param_name(column), fontsize="small")  # the whole key: tails are ambiguous
         ax.set_ylabel(objective_label(frame))
     axes[0].legend(fontsize="small")
     fig.suptitle(f"{frame.attrs.get('study_name', '')}: objective vs each parameter")
@@ -160,7 +160,7 @@ def plot_param_importances(frame: pd.DataFrame) -> Figure:
         return message_figure("parameter importances", importances.attrs.get("reason", "not available"))
     fig, (ax,) = new_figure(1, width=7.0, height=0.5 * len(importances) + 1.5)
     ordered = importances.sort_values()
-    ax.barh([short_key(k, 40) for k in ordered.index], ordered.values, color="tab:blue")
+    ax.barh(list(ordered.index), ordered.values, color="tab:blue")
     for y, v in enumerate(ordered.values):
         ax.text(v, y, f" {v:.2f}", va="center", fontsize="small")
     ax.set_xlabel("importance (normalised)")
@@ -182,7 +182,7 @@ def plot_parallel_coordinates(frame: pd.DataFrame, include_pruned: bool = True) 
         low, high = pos.min(), pos.max()
         span = high - low if high > low else 1.0
         axes_data.append(((pos - low) / span).to_numpy())
-        names.append(short_key(param_name(column), 22) if column != "value" else "objective")
+        names.append(param_name(column) if column != "value" else "objective")
         ends.append((labels[0], labels[-1]) if labels else (f"{low:.3g}", f"{high:.3g}"))
     data = np.vstack(axes_data).T  # trials x axes
     fig, (ax,) = new_figure(1, width=max(8.0, 1.7 * len(names)), height=4.8)
@@ -195,7 +195,7 @@ def plot_parallel_coordinates(frame: pd.DataFrame, include_pruned: bool = True) 
         ax.axvline(i, color="black", lw=0.8)
         ax.text(i, -0.06, low, ha="center", va="top", fontsize="x-small")
         ax.text(i, 1.04, high, ha="center", va="bottom", fontsize="x-small")
-    ax.set_xticks(xs, names, rotation=15, fontsize="small")
+    ax.set_xticks(xs, names, rotation=20, ha="right", rotation_mode="anchor", fontsize="small")
     ax.set_yticks([])
     ax.set_ylim(-0.15, 1.15)
     fig.colorbar(_scalar_mappable(norm, cmap), ax=ax, label=objective_label(frame))
@@ -205,7 +205,7 @@ def plot_parallel_coordinates(frame: pd.DataFrame, include_pruned: bool = True) 
 
 def trial_frames(frame: pd.DataFrame, histories: dict[int, pd.DataFrame] | None = None) -> pd.Series:
     """Frames each trial trained for: the last ``info/frames`` of its history, else the
-    ``frames`` the trial recorded (complete trials only), else NaN."""
+    ``frames`` the trial recorded (complete and, since they record them, pruned trials), else NaN."""
     out = {}
     for number, recorded in zip(frame["number"], frame["frames"]):
         history = (histories or {}).get(number)
@@ -239,8 +239,10 @@ def plot_pruning_efficiency(frame: pd.DataFrame, histories: dict[int, pd.DataFra
                   color=[STATE_COLORS.get(states[n], "tab:gray") for n in numbers])
     per_trial.set_xlabel("trial")
     per_trial.set_ylabel("frames trained")
+    # beside the axes, not over them: the tallest bars are often the first ones
     per_trial.legend(handles=[Line2D([], [], color=STATE_COLORS[s], lw=6, label=s.lower())
-                              for s in sorted(set(states.values())) if s in STATE_COLORS], fontsize="x-small")
+                              for s in sorted(set(states.values())) if s in STATE_COLORS], fontsize="x-small",
+                     loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     per_trial.set_title("frames per trial")
     table = pruning_efficiency(frame, histories)
     bars = totals.bar(table.index, table["frames"], color=[STATE_COLORS.get(s, "tab:gray") for s in table.index])

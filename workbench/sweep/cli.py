@@ -7,6 +7,7 @@ join from other machines with the same storage URL and study name.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
@@ -14,11 +15,31 @@ import sys
 from pathlib import Path
 
 import workbench
+from workbench.sweep.driver import budget_used
+from workbench.sweep.factory import ENV_WORKER
 from workbench.sweep.space import format_value
 from workbench.sweep.storage import ENV_STORAGE, load_study, resolve_storage
 from workbench.sweep.summary import summary_table, write_csv
 
 REPO_ROOT = Path(workbench.__file__).resolve().parent.parent
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# exit codes (docs/sweeps.md): the budget reached; it was not; bad input; Ctrl-C
+EXIT_DONE, EXIT_UNFINISHED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def stop_with_parent(parent: int):
+    """A ``preexec_fn``: the kernel sends the worker SIGINT when ``workbench sweep`` dies, even
+    by SIGKILL, so no worker runs on unsupervised; SIGINT lets it record its trial as
+    interrupted and enqueue the retry. Linux only (prctl); elsewhere None."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(EXIT_INTERRUPTED)
+
+    return preexec
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,13 +85,15 @@ def sweep_main(argv: list[str]) -> int:
     cmd = worker_command(args.app, args.name, args, extra)
 
     # Validate once (bad sweep file: one clear error, non-zero exit) and create the study.
-    check = subprocess.run(cmd + ["hydra.sweeper.dry_run=true"], env=env)
+    supervised = stop_with_parent(os.getpid())
+    check = subprocess.run(cmd + ["hydra.sweeper.dry_run=true"], env=env, preexec_fn=supervised)
     if check.returncode != 0:
         print(f"workbench sweep: the sweep {args.name!r} is invalid (see above); no trial started",
               file=sys.stderr)
-        return check.returncode
+        return EXIT_INVALID
 
-    workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
+    workers = [subprocess.Popen(cmd, env={**env, ENV_WORKER: str(i)}, preexec_fn=supervised)
+               for i in range(args.workers)]
     try:
         codes = [w.wait() for w in workers]
     except KeyboardInterrupt:
@@ -84,17 +107,47 @@ def sweep_main(argv: list[str]) -> int:
         for w in workers:
             w.wait()
         print("workbench sweep: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
     study_name = args.study_name or args.name
     spec = resolve_storage(args.storage, study_name, Path.cwd())
     try:
         study = load_study(spec, study_name)
-        print(summary_table(study, args.n_trials))
-        path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)
-                         / f"{study_name}.summary.csv")
-        print(f"summary written to {path}")
     except Exception as exc:  # e.g. the storage went away: the trials are still stored
         print(f"workbench sweep: no summary: {exc}", file=sys.stderr)
-    bad = [c for c in codes if c != 0]
-    return bad[0] if bad else 0
+        return EXIT_UNFINISHED
+    print(summary_table(study, args.n_trials))
+    path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)
+                     / f"{study_name}.summary.csv")
+    print(f"summary written to {path}")
+    return sweep_exit_code(study, args.n_trials, codes)
+
+
+def budget_reached(study, n_trials: int | None) -> bool:
+    """Every trial of the budget finished (a killed worker's trial retried and done counts)."""
+    n_trials = n_trials if n_trials is not None else study.user_attrs.get("n_trials")
+    trials = study.get_trials(deepcopy=False)
+    pending = any(t.state.name in ("RUNNING", "WAITING") for t in trials)
+    return n_trials is not None and not pending and budget_used(trials) >= int(n_trials)
+
+
+def sweep_exit_code(study, n_trials: int | None, codes: list[int]) -> int:
+    """0 when every worker ended well, or when the budget was reached whatever happened to a
+    worker on the way (a killed worker's trial is retried by the others)."""
+    if all(code == 0 for code in codes) or budget_reached(study, n_trials):
+        return EXIT_DONE
+    for index, code in enumerate(codes):
+        if code != 0:
+            print(f"workbench sweep: worker {index} {_how_it_ended(code)}", file=sys.stderr)
+    print("workbench sweep: the study did not reach its budget; rerun the same command to resume",
+          file=sys.stderr)
+    return EXIT_UNFINISHED
+
+
+def _how_it_ended(code: int) -> str:
+    if code >= 0:
+        return f"exited with {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"

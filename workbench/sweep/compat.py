@@ -1,7 +1,7 @@
 """Glue to the training side (``workbench.train``), tolerant of it not being importable.
 
 ``run_training(cfg, output_dir, callbacks)`` takes a ``TrainCallbacks``; the fake training
-used by tests and benchmarks accepts any object with ``on_start``/``on_iteration``.
+used by tests and benchmarks accepts any object with ``on_start``/``on_iteration`` (``on_end``: the W&B summary and exit code).
 """
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import Any, Callable
 class _Callbacks:
     on_start: Callable[[dict], None] | None = None
     on_iteration: Callable[[int, dict], None] | None = None
+    on_end: Callable[[BaseException | None], tuple[dict, int]] | None = None
 
 
-def make_callbacks(on_start: Callable, on_iteration: Callable) -> Any:
+def make_callbacks(on_start: Callable, on_iteration: Callable, on_end: Callable | None = None) -> Any:
     try:
         from workbench.train import TrainCallbacks
     except ImportError:
-        return _Callbacks(on_start=on_start, on_iteration=on_iteration)
-    return TrainCallbacks(on_start=on_start, on_iteration=on_iteration)
+        return _Callbacks(on_start=on_start, on_iteration=on_iteration, on_end=on_end)
+    return TrainCallbacks(on_start=on_start, on_iteration=on_iteration, on_end=on_end)

@@ -124,19 +124,20 @@ class SearchSpace:
                 out.append(f"{spec.prefix}{spec.name}={format_value(sampled[spec.name])}")
         return out
 
-    def extremes(self) -> list[list[str]]:
-        """Two override lists (every parameter at its first/lowest and last/highest value):
-        composing both catches type and schema errors before any trial runs."""
-        low, high = [], []
-        for spec in self.params:
-            if spec.distribution is None:
-                low.append(f"{spec.prefix}{spec.name}={spec.fixed}")
-                high.append(low[-1])
-                continue
-            a, b = _ends(spec.distribution)
-            low.append(f"{spec.prefix}{spec.name}={format_value(a)}")
-            high.append(f"{spec.prefix}{spec.name}={format_value(b)}")
-        return [low, high]
+    def validation_points(self) -> list[list[str]]:
+        """Override lists to compose before any trial: numeric parameters at their low and
+        high ends in turn, and every categorical choice at least once (a bad choice in the
+        middle of a list must not wait for the trial that samples it)."""
+        searched = [spec.distribution for spec in self.params if spec.distribution is not None]
+        width = max([2] + [len(d.choices) for d in searched if isinstance(d, CategoricalDistribution)])
+        points = []
+        for k in range(width):
+            overrides = []
+            for spec in self.params:
+                value = spec.fixed if spec.distribution is None else format_value(_point(spec.distribution, k))
+                overrides.append(f"{spec.prefix}{spec.name}={value}")
+            points.append(overrides)
+        return points
 
 
 def suggest(trial: Any, name: str, dist: BaseDistribution) -> Any:
@@ -148,10 +149,11 @@ def suggest(trial: Any, name: str, dist: BaseDistribution) -> Any:
     return trial.suggest_categorical(name, dist.choices)
 
 
-def _ends(dist: BaseDistribution) -> tuple[Any, Any]:
+def _point(dist: BaseDistribution, k: int) -> Any:
+    """The k-th validation value: choices cycle, numeric ends alternate low, high."""
     if isinstance(dist, CategoricalDistribution):
-        return dist.choices[0], dist.choices[-1]
-    return dist.low, dist.high
+        return dist.choices[k % len(dist.choices)]
+    return dist.low if k % 2 == 0 else dist.high
 
 
 def format_value(value: Any) -> str:

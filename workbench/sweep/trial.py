@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,18 +98,22 @@ def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: Objecti
     if settings.seeds:
         return _train_per_seed(cfg, output_dir, run_training, trial, settings)
     tracker = ObjectiveTracker(settings)
+    seen = _Seen()
+    last = final_iteration(cfg)
 
     def on_iteration(iteration: int, metrics: Mapping[str, float]) -> None:
+        seen.update(metrics)
         tracker.update(metrics)
         value = tracker.value
         if is_bad(value):
             raise ObjectiveNotFinite(f"objective {tracker.metric_used} is {value} at iteration {iteration}")
         if value is not None and iteration % settings.report_every == 0:
             trial.report(value, step=iteration)
-            if trial.should_prune():
+            # the final iteration is paid for already: pruning it would only throw its result away
+            if (last is None or iteration < last) and trial.should_prune():
                 raise optuna.TrialPruned(f"iteration {iteration}, objective {value:.4g}")
 
-    result = run_training(cfg, output_dir, _callbacks(trial, on_iteration))
+    result = run_training(cfg, output_dir, _callbacks(trial, on_iteration, _on_end(trial, tracker, seen)))
     return _final_value(trial, tracker, result)
 
 
@@ -121,13 +126,16 @@ def _train_per_seed(cfg, output_dir, run_training, trial, settings) -> float:
         with open_dict(run_cfg):
             run_cfg.seed = seed
         tracker = ObjectiveTracker(settings)
+        seen = _Seen()
 
         def on_iteration(iteration: int, metrics: Mapping[str, float]) -> None:
+            seen.update(metrics)
             tracker.update(metrics)
             if is_bad(tracker.value):
                 raise ObjectiveNotFinite(f"objective is {tracker.value} (seed {seed}, iteration {iteration})")
 
-        result = run_training(run_cfg, output_dir / f"seed_{seed}", _callbacks(trial, on_iteration))
+        callbacks = _callbacks(trial, on_iteration, _on_end(trial, tracker, seen))
+        result = run_training(run_cfg, output_dir / f"seed_{seed}", callbacks)
         values.append(_final_value(trial, tracker, result))
         trial.report(values[-1], step=index)
         if trial.should_prune():
@@ -135,15 +143,44 @@ def _train_per_seed(cfg, output_dir, run_training, trial, settings) -> float:
     return sum(values) / len(values)
 
 
-def _final_value(trial, tracker: ObjectiveTracker, result: Any) -> float:
+def final_iteration(cfg: DictConfig) -> int | None:
+    """The iteration the training stops after (as BaseAgent.should_stop decides); None if unknown."""
+    try:
+        agent = cfg.agent
+        rollout = int(cfg.env.num_envs) * int(agent.num_steps)
+        last = agent.get("training_max_iterations") or int(agent.training_max_steps) // rollout
+        stop_at = agent.get("training_early_termination")
+        return min(int(last), math.ceil(int(stop_at) / rollout)) if stop_at else int(last)
+    except Exception:  # a config without these keys: prune as asked
+        return None
+
+
+class _Seen:
+    """What the training logged last that the trial's verdict needs: evaluation return, frames."""
+
+    def __init__(self) -> None:
+        self.final_eval: float | None = None
+        self.frames: float | None = None
+
+    def update(self, metrics: Mapping[str, float]) -> None:
+        self.final_eval = metrics.get("eval/episode_reward", self.final_eval)
+        self.frames = metrics.get("info/frames", self.frames)
+
+
+def _objective_value(tracker: ObjectiveTracker, final_eval: float | None) -> tuple[float, str]:
+    """The trial's value and the metric it came from; raises ObjectiveNotFinite if there is none."""
     value, used = tracker.value, tracker.metric_used
-    final_eval = getattr(result, "final_eval_return", None)
     if value is None and final_eval is not None:
         value, used = float(final_eval), "final_eval_return"
     if value is None:
         raise ObjectiveNotFinite(f"objective metric {tracker.settings.metric!r} was never logged")
     if is_bad(value):
         raise ObjectiveNotFinite(f"objective {used} is {value}")
+    return value, used
+
+
+def _final_value(trial, tracker: ObjectiveTracker, result: Any) -> float:
+    value, used = _objective_value(tracker, getattr(result, "final_eval_return", None))
     trial.set_user_attr("objective_metric", used)
     frames = getattr(result, "frames", None)
     if frames is not None:
@@ -151,7 +188,36 @@ def _final_value(trial, tracker: ObjectiveTracker, result: Any) -> float:
     return value
 
 
-def _callbacks(trial: optuna.Trial, on_iteration):
+def run_verdict(error: BaseException | None, tracker: ObjectiveTracker, final_eval: float | None) -> tuple[str, float | None]:
+    """How the trial will be recorded, decided as its run ends: (state, value)."""
+    if isinstance(error, optuna.TrialPruned):
+        return "PRUNED", tracker.value
+    if error is not None:
+        return "FAIL", None
+    try:
+        return "COMPLETE", _objective_value(tracker, final_eval)[0]
+    except ObjectiveNotFinite:
+        return "FAIL", None
+
+
+def _on_end(trial: optuna.Trial, tracker: ObjectiveTracker, seen: _Seen):
+    """The run's last word: the W&B summary gets the trial's state and value, a pruned run
+    exits 0 (it did what was asked), and the trial keeps the frames it trained, pruned or not."""
+
+    def on_end(error: BaseException | None) -> tuple[dict, int]:
+        state, value = run_verdict(error, tracker, seen.final_eval)
+        try:
+            if seen.frames is not None:
+                trial.set_user_attr("frames", int(seen.frames))
+        except Exception as exc:  # the storage hiccuped: the run must still finish
+            log.warning("trial %d: frames not recorded: %s", trial.number, exc)
+        summary = {"trial/state": state, "trial/value": value, "trial/number": trial.number}
+        return summary, 1 if state == "FAIL" else 0
+
+    return on_end
+
+
+def _callbacks(trial: optuna.Trial, on_iteration, on_end=None):
     from workbench.sweep.compat import make_callbacks
 
     def on_start(info: Mapping[str, Any]) -> None:
@@ -162,7 +228,7 @@ def _callbacks(trial: optuna.Trial, on_iteration):
         if info.get("wandb_run_id") is not None:
             trial.set_user_attr("wandb_run_ids", ids + [str(info["wandb_run_id"])])
 
-    return make_callbacks(on_start=on_start, on_iteration=on_iteration)
+    return make_callbacks(on_start=on_start, on_iteration=on_iteration, on_end=on_end)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> TrialOutcome:

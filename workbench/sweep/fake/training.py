@@ -67,25 +67,33 @@ def run_training(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> Fa
         callbacks.on_start({"wandb_run_id": run_id, "wandb_run_dir": None, "output_dir": str(output_dir)})
     top = quality(cfg)
     history, evals = [], []
-    for it in range(1, iterations + 1):
-        if fake.get("iteration_seconds"):
-            (_burn if fake.get("busy") else time.sleep)(float(fake.iteration_seconds))
-        if fake.get("raise_at_iteration") == it:
-            raise RuntimeError(f"fake training exploded at iteration {it}")
-        progress = 1.0 - math.exp(-it / max(1.0, iterations / 4))
-        metrics = {
-            "info/frames": float(it * per_iter),
-            "info/episode_reward": top * progress + rng.gauss(0, 2.0),
-        }
-        if it % eval_every == 0:
-            value = top * progress + rng.gauss(0, 0.5)
-            if fake.get("nan_at_iteration") is not None and it >= int(fake.nan_at_iteration):
-                value = float("nan")
-            metrics["eval/episode_reward"] = value
-            evals.append(value)
-        history.append(metrics)
-        if callbacks is not None and callbacks.on_iteration is not None:
-            callbacks.on_iteration(it, metrics)
+    stopped_by = None
+    try:
+        for it in range(1, iterations + 1):
+            if fake.get("iteration_seconds"):
+                (_burn if fake.get("busy") else time.sleep)(float(fake.iteration_seconds))
+            if fake.get("raise_at_iteration") == it:
+                raise RuntimeError(f"fake training exploded at iteration {it}")
+            progress = 1.0 - math.exp(-it / max(1.0, iterations / 4))
+            metrics = {
+                "info/frames": float(it * per_iter),
+                "info/episode_reward": top * progress + rng.gauss(0, 2.0),
+            }
+            if it % eval_every == 0:
+                value = top * progress + rng.gauss(0, 0.5)
+                if fake.get("nan_at_iteration") is not None and it >= int(fake.nan_at_iteration):
+                    value = float("nan")
+                metrics["eval/episode_reward"] = value
+                evals.append(value)
+            history.append(metrics)
+            if callbacks is not None and callbacks.on_iteration is not None:
+                callbacks.on_iteration(it, metrics)
+    except BaseException as exc:
+        stopped_by = exc
+        raise
+    finally:  # as the real training: the run's last word (W&B summary, exit code)
+        if getattr(callbacks, "on_end", None) is not None:
+            callbacks.on_end(stopped_by)
     return FakeTrainResult(
         history=history,
         final_eval_return=evals[-1] if evals else None,
