@@ -10,14 +10,21 @@ place. Zero the gradients with ``zero_grad()`` (never ``set_to_none``: that woul
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-# The views are strided across members, so autograd notes that grad and param are not dense;
-# accumulation into them is still in place and correct.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
+@contextlib.contextmanager
+def quiet_layout_warning() -> Iterator[None]:
+    """The views are strided across members, so autograd's backward notes that grad and param
+    are not dense; accumulation into them is still in place and correct."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+        yield
 
 
 class FlatParameters:

@@ -26,7 +26,7 @@ from workbench.agents.common import checkpoint as ckpt
 from workbench.agents.common.episode_length import max_episode_length
 from workbench.agents.common.episodes import account_episodes
 from workbench.agents.common.evaluator import Evaluator
-from workbench.agents.common.flat_params import FlatParameters
+from workbench.agents.common.flat_params import FlatParameters, quiet_layout_warning
 from workbench.agents.common.gradients import inspect_and_clip
 from workbench.agents.common.member_adam import MemberAdam, adam_kwargs
 from workbench.agents.common.metrics import MeanAccumulator
@@ -110,7 +110,7 @@ class PPO(BaseAgent):
         self.model.actor.generators = self.noise_generators
         with torch.no_grad(), initialising(self.init_generators):
             self.model(self._member_view(obs.clone()))
-        self.layers = member_layers(self.model.actor) + member_layers(self.model.critic)  # init order
+        self.actor_layers, self.critic_layers = member_layers(self.model.actor), member_layers(self.model.critic)
         self.normalizers = {name: [m for m in module.modules() if isinstance(m, NormalizedConcat)]
                             for name, module in zip(NETWORKS, (self.model.actor, self.model.critic))}
         self.flat: dict[str, FlatParameters] = {}
@@ -343,7 +343,8 @@ class PPO(BaseAgent):
         # clipped and stepped on its own.
         for flat in self.flat.values():
             flat.zero_grad()
-        (loss.sum() + critic_total.sum()).backward()
+        with quiet_layout_warning():
+            (loss.sum() + critic_total.sum()).backward()
         step_logs = {}
         for name in NETWORKS:
             step_logs.update(self.step_network(name, updating))
@@ -493,13 +494,15 @@ class PPO(BaseAgent):
         self.seeds[member] = seed
         generator = torch.Generator().manual_seed(seed)
         self.init_generators[member] = generator
-        for layer in self.layers:
-            layer.reset_member(member, generator)
-        if self.device.type == "cpu":
-            self.noise_generators[member] = generator
-        else:
-            self.noise_generators[member] = torch.Generator(device=self.device).manual_seed(seed)
+        noise = generator if self.device.type == "cpu" else torch.Generator(device=self.device).manual_seed(seed)
+        self.noise_generators[member] = noise
         self.model.actor.generators = self.noise_generators
+        # the draws of a fresh run's first forward: actor weights, one noise draw, critic weights
+        for layer in self.actor_layers:
+            layer.reset_member(member, generator)
+        torch.randn((self.num_envs, self.model.actor.config.num_out), generator=noise, device=noise.device)
+        for layer in self.critic_layers:
+            layer.reset_member(member, generator)
         self.shuffle_generators[member] = torch.Generator().manual_seed(seed)
         self.model.actor.logstd[member] = self.hp.actor_logstd[member]
         for modules in self.normalizers.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,11 +54,10 @@ def check_population(configs: Sequence[PPOAgentConfig]) -> None:
             continue
         differing = [i for i, f in enumerate(fields) if f.get(key) != first]
         if differing:
-            values = ", ".join(f"member {i}: {fields[i].get(key)!r}" for i in [0, *differing][:4])
+            values = ", ".join(f"member {i}: {reprlib.repr(fields[i].get(key))}" for i in [0, *differing][:4])
             raise PopulationConfigError(
-                f"population members must share agent.{key} (it shapes the batched computation or is shared "
-                f"bookkeeping), but they differ ({values}); only these may differ per member: "
-                f"{', '.join(PER_MEMBER)}")
+                f"population members must share agent.{key}, but they differ ({values}); per member only "
+                f"these may differ: {', '.join(PER_MEMBER)}")
 
 
 def get_path(config: Any, path: str) -> Any:
