@@ -9,6 +9,7 @@ from tensordict import TensorDict
 
 from workbench.agents.base.config import EvaluatorConfig, MaxEpisodeLengthManagerConfig
 from workbench.agents.common.config import MLPLayerConfig, MLPWithConcatConfig, ModuleContainerConfig, OptimizerConfig
+from workbench.agents.common.flat_params import quiet_layout_warning
 from workbench.agents.ppo.agent import PPO
 from workbench.agents.ppo.config import (AdaptiveLRConfig, AdvantageNormalizationConfig, PPOActorConfig,
                                          PPOAgentConfig, PPOModelConfig)
@@ -65,11 +66,21 @@ def make_agent(num_envs: int = 4, env=None, eval_env=None, seed: int = 0, output
     return PPO(agent_config(**kwargs), env, eval_env=eval_env, output_dir=output_dir, seed=seed)
 
 
-def apply_gradients(agent: PPO, name: str, module: torch.nn.Module, optimizer, loss: torch.Tensor) -> dict:
-    """Backward one network's loss alone, then let the agent check, clip and step that network."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    return agent.step_network(name, module, optimizer)
+def apply_gradients(agent: PPO, name: str, loss: torch.Tensor) -> dict:
+    """Backward one network's loss alone (per member, [P]; summed: members share no parameters),
+    then let the agent check, clip and step that network for every active member.
+
+    Returns member 0's logs (0-d tensors), the single agent's view."""
+    agent.flat[name].zero_grad()
+    with quiet_layout_warning():
+        loss.sum().backward()
+    logs = agent.step_network(name, agent.active)
+    return {k: v.reshape(-1)[0] for k, v in logs.items()}
+
+
+def member_obs(obs: torch.Tensor) -> TensorDict:
+    """``obs`` ([B, D]) as the single agent's member view: a [1, B] TensorDict."""
+    return TensorDict({"obs": obs.unsqueeze(0)}, batch_size=[1, obs.shape[0]])
 
 
 def params_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

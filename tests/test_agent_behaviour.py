@@ -14,12 +14,15 @@ import torch
 from tensordict import TensorDict
 from torch.distributions import Normal, kl_divergence
 
-from agent_factory import ScriptedEnv, apply_gradients, gae_loop, make_agent, params_snapshot, same_params
+from agent_factory import (ScriptedEnv, apply_gradients, gae_loop, make_agent, member_obs, params_snapshot,
+                           same_params)
 from workbench.agents.base.config import EvaluatorConfig, MaxEpisodeLengthManagerConfig
 from workbench.agents.common import checkpoint as ckpt
 from workbench.agents.common.episode_length import max_episode_length
 from workbench.agents.common.gradients import BadGradientError
+from workbench.agents.common.member_adam import MemberAdam
 from workbench.agents.ppo.config import AdaptiveLRConfig, AdvantageNormalizationConfig
+from workbench.agents.ppo.objective import actor_objective
 from workbench.envs.pendulum import Pendulum
 
 torch.set_num_threads(1)
@@ -31,21 +34,35 @@ def rollout(agent):
     return buf
 
 
+class RecordingAccumulator:
+    """Passes every row on to the agent's MeanAccumulator and keeps member 0's values of the rows
+    member 0 had (a row whose member mask leaves member 0 out is one a single run never logs)."""
+
+    def __init__(self, acc):
+        self.acc = acc
+        self.logs: dict[str, torch.Tensor] = {}
+
+    def add(self, values, members=None):
+        self.acc.add(values, members)
+        if members is None or bool(members[0]):
+            self.logs.update({k: torch.as_tensor(v).reshape(-1)[0] for k, v in values.items()})
+
+
 def record_steps(agent, tamper=None):
-    """Wrap agent.optimization_step; return a list of per-batch records."""
+    """Wrap agent.optimization_step; return a list of per-batch records (member 0's, of [1, B] batches)."""
     original = agent.optimization_step
     records = []
 
-    def wrapped(batch):
+    def wrapped(batch, acc):
         if tamper is not None:
             tamper(len(records), batch)
         actor_before = params_snapshot(agent.model.actor)
         critic_before = params_snapshot(agent.model.critic)
-        logs = original(batch)
-        records.append({"logs": logs, "batch": batch.clone(),
+        recorder = RecordingAccumulator(acc)
+        original(batch, recorder)
+        records.append({"logs": recorder.logs, "batch": batch.clone(),
                         "actor_same": same_params(agent.model.actor, actor_before),
                         "critic_same": same_params(agent.model.critic, critic_before)})
-        return logs
 
     agent.optimization_step = wrapped
     return records
@@ -85,17 +102,18 @@ def test_rollout_bootstrap_gae_and_returns(normalize_rewards):
     after, term, trunc = scripted_trajectory(env, T)
     assert any(map(any, term)) and any(map(any, trunc))  # both kinds of episode end occur
     buf, _ = agent.collect_rollout()
-    raw_rewards = buf["rewards"].clone()
-    values = buf["value"].squeeze(-1).clone()
-    torch.testing.assert_close(buf["dones"], torch.tensor(term) | torch.tensor(trunc))
+    assert buf["rewards"].shape == (1, T, N)  # [P, T, N]
+    raw_rewards = buf["rewards"][0].clone()
+    values = buf["value"][0].squeeze(-1).clone()
+    torch.testing.assert_close(buf["dones"][0], torch.tensor(term) | torch.tensor(trunc))
     ids = torch.arange(N).float()
     for t in range(T):
         final_obs = torch.stack((torch.tensor(after[t]).float() / 10, ids / 10, torch.ones(N)), -1)
-        v_final = agent.model.critic(TensorDict({"obs": final_obs}, batch_size=[N])).get("value").squeeze(-1)
+        v_final = agent.model.critic(member_obs(final_obs)).get("value")[0].squeeze(-1)
         expected = torch.where(torch.tensor(term[t]), torch.zeros(()), v_final)  # 0 on termination only
-        torch.testing.assert_close(buf["next_value"][t].squeeze(-1), expected.detach())
+        torch.testing.assert_close(buf["next_value"][0, t].squeeze(-1), expected.detach())
         torch.testing.assert_close(raw_rewards[t], 1.0 + 0.1 * ids + 0.01 * torch.tensor(after[t]).float())
-    next_values = buf["next_value"].squeeze(-1).clone()
+    next_values = buf["next_value"][0].squeeze(-1).clone()
 
     agent.compute_targets(buf)
     if normalize_rewards:
@@ -109,19 +127,19 @@ def test_rollout_bootstrap_gae_and_returns(normalize_rewards):
         var = (1.0 + m**2 + ((x - m) ** 2).sum()) / (len(x) + 1)
         std = math.sqrt(var + 1e-5)
         assert agent.reward_norm.var.item() == pytest.approx(var, rel=1e-6)
-        torch.testing.assert_close(buf["unnormalized_rewards"], raw_rewards)
-        torch.testing.assert_close(buf["rewards"], (raw_rewards / std).clamp(-5, 5))
+        torch.testing.assert_close(buf["unnormalized_rewards"][0], raw_rewards)
+        torch.testing.assert_close(buf["rewards"][0], (raw_rewards / std).clamp(-5, 5))
         v_un, nv_un = values.clamp(-5, 5) * std, next_values.clamp(-5, 5) * std
     else:
-        torch.testing.assert_close(buf["rewards"], raw_rewards)
+        torch.testing.assert_close(buf["rewards"][0], raw_rewards)
         v_un, nv_un = values, next_values
-    adv = torch.tensor(gae_loop(raw_rewards.tolist(), v_un.tolist(), nv_un.tolist(), buf["dones"].tolist(),
+    adv = torch.tensor(gae_loop(raw_rewards.tolist(), v_un.tolist(), nv_un.tolist(), buf["dones"][0].tolist(),
                                 gamma, tau))
-    torch.testing.assert_close(buf["advantages"], adv * w, rtol=1e-5, atol=1e-5)  # scaled by task_reward_w
+    torch.testing.assert_close(buf["advantages"][0], adv * w, rtol=1e-5, atol=1e-5)  # scaled by task_reward_w
     returns = adv + v_un  # returns are NOT scaled by task_reward_w
     if normalize_rewards:
         returns = (returns / std).clamp(-5, 5)
-    torch.testing.assert_close(buf["returns"].squeeze(-1), returns, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(buf["returns"][0].squeeze(-1), returns, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- clip-fraction skip
@@ -135,7 +153,7 @@ def test_clip_frac_over_threshold_skips_actor_and_critic_for_the_rest_of_the_ite
     agent = make_agent(num_envs=4, num_steps=4, batch_size=4, num_mini_epochs=2, actor_clip_frac_threshold=0.6)
     buf = rollout(agent)
     records = record_steps(agent, lambda k, b: craft_clipped(b) if k == 1 else None)
-    out = agent.optimize(buf)
+    out = agent.optimize(buf)[0]
     assert len(records) == 8  # 16 samples / 4 x 2 mini-epochs
     first = records[0]
     assert first["logs"]["actor/update_skipped"] == 0.0
@@ -181,25 +199,29 @@ def test_clip_frac_at_threshold_does_not_skip():
 
 
 # ---------------------------------------------------------------- bad gradients through the agent
-def actor_loss(agent, scale=1.0):
-    obs = TensorDict({"obs": torch.randn(8, 3)}, batch_size=[8])
-    mu, _ = agent.model.actor.distribution(obs)
-    return mu.square().mean() * scale
+def actor_loss(agent, scale=1.0):  # per member: [P]
+    mu, _ = agent.model.actor.distribution(member_obs(torch.randn(8, 3)))
+    return mu.square().mean((1, 2)) * scale
 
 
 def critic_loss(agent, scale=1.0):
-    obs = TensorDict({"obs": torch.randn(8, 3)}, batch_size=[8])
-    return agent.model.critic(obs).get("value").square().mean() * scale
+    return agent.model.critic(member_obs(torch.randn(8, 3))).get("value").square().mean((1, 2)) * scale
 
 
-def adam_state(optimizer):
-    return copy.deepcopy(optimizer.state_dict()["state"])
+def adam_state(optimizer: MemberAdam):
+    """MemberAdam's whole state: moments, step counts, LRs (and member 0's torch-format view of it)."""
+    return {"exp_avg": optimizer.exp_avg.clone(), "exp_avg_sq": optimizer.exp_avg_sq.clone(),
+            "steps": optimizer.steps.clone(), "lr": optimizer.lr.clone(),
+            "member_0": copy.deepcopy(optimizer.member_state_dict(0, len(optimizer.flat.params))["state"])}
 
 
 def states_equal(a, b) -> bool:
-    if a.keys() != b.keys():
+    if a.keys() != b.keys() or a["member_0"].keys() != b["member_0"].keys():
         return False
-    return all(torch.equal(torch.as_tensor(a[k][f]), torch.as_tensor(b[k][f])) for k in a for f in a[k])
+    if not all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq", "steps", "lr")):
+        return False
+    m_a, m_b = a["member_0"], b["member_0"]
+    return all(torch.equal(torch.as_tensor(m_a[k][f]), torch.as_tensor(m_b[k][f])) for k in m_a for f in m_a[k])
 
 
 @pytest.mark.parametrize("name", ["actor", "critic"])
@@ -207,15 +229,17 @@ def test_nan_grads_with_fail_on_bad_grads_false_skip_the_step_entirely(name):
     agent = make_agent(fail_on_bad_grads=False)
     module = getattr(agent.model, name)
     optimizer = getattr(agent, f"{name}_optimizer")
+    assert optimizer is agent.optimizers[name]
     loss_fn = actor_loss if name == "actor" else critic_loss
-    apply_gradients(agent, name, module, optimizer, loss_fn(agent))  # a good step: Adam state exists
+    apply_gradients(agent, name, loss_fn(agent))  # a good step: Adam state exists
     params, state = params_snapshot(module), adam_state(optimizer)
-    assert state  # moments and step counts are there to be compared
-    logs = apply_gradients(agent, name, module, optimizer, loss_fn(agent, float("nan")))
+    # moments and step counts are there to be compared
+    assert state["member_0"] and state["steps"].tolist() == [1.0] and state["exp_avg_sq"].abs().sum() > 0
+    logs = apply_gradients(agent, name, loss_fn(agent, float("nan")))
     assert logs[f"{name}/bad_grads_count"] == 1.0
     assert same_params(module, params)  # no parameter moved ...
     assert states_equal(adam_state(optimizer), state)  # ... and no Adam moment or step count changed
-    logs = apply_gradients(agent, name, module, optimizer, loss_fn(agent))
+    logs = apply_gradients(agent, name, loss_fn(agent))
     assert logs[f"{name}/bad_grads_count"] == 0.0 and not same_params(module, params)
 
 
@@ -224,15 +248,14 @@ def test_nan_grads_with_fail_on_bad_grads_raise_naming_the_network(name):
     agent = make_agent(fail_on_bad_grads=True)
     loss_fn = actor_loss if name == "actor" else critic_loss
     with pytest.raises(BadGradientError, match=name):
-        apply_gradients(agent, name, getattr(agent.model, name), getattr(agent, f"{name}_optimizer"),
-                              loss_fn(agent, float("nan")))
+        apply_gradients(agent, name, loss_fn(agent, float("nan")))
 
 
 @pytest.mark.parametrize("check", [True, False])
 def test_huge_grad_norm_is_bad_only_with_check_grad_mag(check):
     agent = make_agent(fail_on_bad_grads=False, check_grad_mag=check)
     params = params_snapshot(agent.model.actor)
-    logs = apply_gradients(agent, "actor", agent.model.actor, agent.actor_optimizer, actor_loss(agent, 1e12))
+    logs = apply_gradients(agent, "actor", actor_loss(agent, 1e12))
     assert logs["actor/grad_norm_before_clip"].item() > 1e6
     assert logs["actor/bad_grads_count"] == float(check)
     assert same_params(agent.model.actor, params) is check
@@ -243,7 +266,7 @@ def test_grad_norms_always_logged_per_layer_only_with_check_grad_mag(check):
     agent = make_agent(check_grad_mag=check, gradient_clip_val=0.0)
     for name, loss_fn in (("actor", actor_loss), ("critic", critic_loss)):
         module = getattr(agent.model, name)
-        logs = apply_gradients(agent, name, module, getattr(agent, f"{name}_optimizer"), loss_fn(agent))
+        logs = apply_gradients(agent, name, loss_fn(agent))
         grads = {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
         total = math.sqrt(sum(float(g.square().sum()) for g in grads.values()))
         assert logs[f"{name}/grad_norm_before_clip"].item() == pytest.approx(total, rel=1e-5)
@@ -262,7 +285,7 @@ def test_agent_clips_each_network_to_gradient_clip_val():
     agent = make_agent(gradient_clip_val=1e-3)
     for name, loss_fn in (("actor", actor_loss), ("critic", critic_loss)):
         module = getattr(agent.model, name)
-        logs = apply_gradients(agent, name, module, getattr(agent, f"{name}_optimizer"), loss_fn(agent, 100.0))
+        logs = apply_gradients(agent, name, loss_fn(agent, 100.0))
         before = logs[f"{name}/grad_norm_before_clip"].item()
         assert before > 1e-3
         assert logs[f"{name}/grad_norm_after_clip"].item() == pytest.approx(1e-3, abs=1e-4)
@@ -275,23 +298,24 @@ def test_minibatch_count_and_every_sample_once_per_mini_epoch():
     T, N, B, E = 6, 4, 8, 3
     agent = make_agent(num_envs=N, num_steps=T, batch_size=B, num_mini_epochs=E)
     buf = rollout(agent)
-    buf["marker"] = torch.arange(N).unsqueeze(0) * T + torch.arange(T).unsqueeze(1)  # env-major row number
+    # env-major row number, [P=1, T, N]
+    buf["marker"] = (torch.arange(N).unsqueeze(0) * T + torch.arange(T).unsqueeze(1)).unsqueeze(0)
     records = record_steps(agent)
-    out = agent.optimize(buf)
+    out = agent.optimize(buf)[0]
     assert len(records) == math.ceil(N * T * E / B) == 9
     per_pass = N * T // B
     orders = []
     for e in range(E):
-        rows = [r for rec in records[e * per_pass:(e + 1) * per_pass] for r in rec["batch"].get("marker").tolist()]
+        rows = [r for rec in records[e * per_pass:(e + 1) * per_pass] for r in rec["batch"].get("marker")[0].tolist()]
         assert sorted(rows) == list(range(N * T))  # each sample exactly once per mini-epoch
         orders.append(rows)
     assert orders[0] != orders[1] or orders[1] != orders[2]  # re-shuffled at every pass
     for rec in records:  # row = env * T + t holds the data of (t, env)
-        rows = rec["batch"].get("marker")
+        rows = rec["batch"].get("marker")[0]
         t, n = rows % T, rows // T
-        torch.testing.assert_close(rec["batch"].get("obs"), buf["obs"][t, n])
-        torch.testing.assert_close(rec["batch"].get("action"), buf["action"][t, n])
-        assert rec["batch"].batch_size == torch.Size([B])
+        torch.testing.assert_close(rec["batch"].get("obs")[0], buf["obs"][0, t, n])
+        torch.testing.assert_close(rec["batch"].get("action")[0], buf["action"][0, t, n])
+        assert rec["batch"].batch_size == torch.Size([1, B])
     # iteration metrics are means over all minibatches, not the last one
     for key in ("actor/clip_frac", "actor/grad_norm_before_clip", "critic/value_clip_frac", "losses/critic_loss"):
         assert out[key] == pytest.approx(float(np.mean([float(r["logs"][key]) for r in records])), rel=1e-5)
@@ -348,8 +372,8 @@ def manual_mean_policy_return(actor, num_envs, seed, steps):
     total = torch.zeros(num_envs)
     with torch.no_grad():
         for _ in range(steps):
-            mu, _ = actor.distribution(env.get_obs())
-            total += env.step(mu).reward
+            mu, _ = actor.distribution(env.get_obs().unsqueeze(0))  # the member view [1, N]
+            total += env.step(mu[0]).reward
     return total.mean().item()
 
 
@@ -359,9 +383,11 @@ def test_evaluator_uses_mean_actions_is_deterministic_and_leaves_global_rng_alon
     agent.train_iteration()
     rng = torch.get_rng_state()
     first = agent.evaluate()
+    assert list(first) == [0]  # {member: metrics}
     assert torch.equal(torch.get_rng_state(), rng)
     second = agent.evaluate()
     assert first == second
+    first = first[0]
     # no episode ends within 12 steps, so the score is the mean partial return of the mean policy
     expected = manual_mean_policy_return(agent.model.actor, 3, 11, 12)
     assert first["eval/episode_reward"] == pytest.approx(expected, rel=1e-5)
@@ -369,10 +395,10 @@ def test_evaluator_uses_mean_actions_is_deterministic_and_leaves_global_rng_alon
 
 def test_iteration_after_an_evaluation_still_optimises():
     agent = make_agent(eval_env=Pendulum(2, seed=1), evaluator=EvaluatorConfig(eval_metrics_every=1, max_eval_steps=3))
-    first = agent.train_iteration()
+    first, = agent.train_iteration()
     assert "eval/episode_reward" in first
     params = params_snapshot(agent.model.actor)
-    second = agent.train_iteration()
+    second, = agent.train_iteration()
     assert "actor/ppo_loss" in second and not same_params(agent.model.actor, params)
 
 
@@ -381,32 +407,35 @@ def test_iteration_after_an_evaluation_still_optimises():
 def test_logstd_moves_only_when_learnable(learnable):
     agent = make_agent(learnable_std=learnable, actor_logstd=-1.0)
     agent.train_iteration()
-    moved = not torch.equal(agent.model.actor.logstd.detach(), torch.full((1,), -1.0))
+    moved = not torch.equal(agent.model.actor.logstd.detach(), torch.full((1, 1), -1.0))
     assert moved is learnable
 
 
 # ---------------------------------------------------------------- adaptive learning rate
 def kl_batch(agent, kl_target):
     """A batch and mu whose analytic KL (same sigma) is kl_target, checked with torch.distributions."""
-    sigma = agent.model.actor.logstd.exp().detach()
-    mu = torch.zeros(6, 1)
+    sigma = agent.model.actor.logstd.exp().detach().unsqueeze(1)  # [P=1, 1, A]
+    mu = torch.zeros(1, 6, 1)
     old = mu - sigma * math.sqrt(2 * kl_target)  # (dmu)^2 / (2 sigma^2) = kl_target
     kl = kl_divergence(Normal(old, sigma), Normal(mu, sigma)).sum(-1).mean().item()
     assert kl == pytest.approx(kl_target, rel=1e-4)
-    return TensorDict({"mean_action": old}, batch_size=[6]), mu
+    return TensorDict({"mean_action": old}, batch_size=[1, 6]), mu
 
 
 def test_adaptive_lr_divides_multiplies_floors_and_caps():
     cfg = AdaptiveLRConfig(enabled=True, desired_kl=0.01, min_lr=1e-4, max_lr=3e-3)
     agent = make_agent(adaptive_lr=cfg, actor_lr=1e-3, critic_lr=5e-4)
     actor_lr, critic_lr = 1e-3, 5e-4
-    groups = lambda opt: [g["lr"] for g in opt.param_groups]
+    # MemberAdam's per-member LRs ([P]) and member 0's LR as its checkpoint's param group holds it
+    groups = lambda opt: [g["lr"] for g in opt.member_state_dict(0, len(opt.flat.params))["param_groups"]]  # noqa: E731
+    lrs = lambda: (float(agent.actor_optimizer.lr[0]), float(agent.critic_optimizer.lr[0]))  # noqa: E731
+    assert agent.actor_optimizer.lr.shape == (1,) and agent.actor_optimizer.lr.dtype == torch.float64
 
     high = kl_batch(agent, 0.05)  # > 2 * desired
     for _ in range(8):  # divided by 1.5 each time, floored at min_lr
         logs = agent.adapt_learning_rates(*high)
         actor_lr, critic_lr = max(actor_lr / 1.5, 1e-4), max(critic_lr / 1.5, 1e-4)
-        assert agent.actor_lr == pytest.approx(actor_lr) and agent.critic_lr == pytest.approx(critic_lr)
+        assert lrs() == pytest.approx((actor_lr, critic_lr))
         assert groups(agent.actor_optimizer) == pytest.approx([actor_lr])
         assert groups(agent.critic_optimizer) == pytest.approx([critic_lr])
         assert logs["info/actor_lr"].item() == pytest.approx(actor_lr)
@@ -415,13 +444,13 @@ def test_adaptive_lr_divides_multiplies_floors_and_caps():
 
     for kl in (0.0052, 0.01, 0.0198, 0.0):  # between desired/2 and 2*desired, or zero: unchanged
         agent.adapt_learning_rates(*kl_batch(agent, kl))
-        assert (agent.actor_lr, agent.critic_lr) == pytest.approx((1e-4, 1e-4))
+        assert lrs() == pytest.approx((1e-4, 1e-4))
 
     low = kl_batch(agent, 0.001)  # < desired / 2
     for _ in range(12):  # multiplied by 1.5, capped at max_lr
         agent.adapt_learning_rates(*low)
         actor_lr, critic_lr = min(actor_lr * 1.5, 3e-3), min(critic_lr * 1.5, 3e-3)
-        assert agent.actor_lr == pytest.approx(actor_lr) and agent.critic_lr == pytest.approx(critic_lr)
+        assert lrs() == pytest.approx((actor_lr, critic_lr))
         assert groups(agent.actor_optimizer) == pytest.approx([actor_lr])
         assert groups(agent.critic_optimizer) == pytest.approx([critic_lr])
     assert actor_lr == critic_lr == 3e-3
@@ -431,10 +460,12 @@ def test_adaptive_lr_runs_in_every_minibatch_and_is_logged():
     cfg = AdaptiveLRConfig(enabled=True, desired_kl=0.01, min_lr=1e-5, max_lr=1e-2)
     agent = make_agent(adaptive_lr=cfg, batch_size=4)
     records = record_steps(agent)
-    out = agent.optimize(rollout(agent))
+    out = agent.optimize(rollout(agent))[0]
     assert len(records) == 4 and all("actor/kl" in r["logs"] for r in records)
     assert out["info/actor_lr"] == pytest.approx(np.mean([float(r["logs"]["info/actor_lr"]) for r in records]))
-    assert agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(agent.actor_lr)
+    opt = agent.actor_optimizer
+    assert opt.member_state_dict(0, len(opt.flat.params))["param_groups"][0]["lr"] == pytest.approx(float(opt.lr[0]))
+    assert float(opt.lr[0]) == pytest.approx(float(records[-1]["logs"]["info/actor_lr"]))
 
 
 def test_adv_norm_defaults_apply_inside_the_agent():
@@ -444,27 +475,34 @@ def test_adv_norm_defaults_apply_inside_the_agent():
     records = record_steps(agent)
     agent.optimize(buf)
     z = (raw / 1.0).clamp(-4, 4)  # the first iteration uses the initial statistics m=0, s=1
-    seen = torch.cat([r["batch"].get("advantages") for r in records])
+    seen = torch.cat([r["batch"].get("advantages")[0] for r in records])
     torch.testing.assert_close(seen.sort().values, z.reshape(-1).sort().values)
 
 
 # ---------------------------------------------------------------- the actor loss as the agent assembles it
 def actor_batch(agent, n=8, seed=0):
+    """A [P=1, n] minibatch."""
     g = torch.Generator().manual_seed(seed)
-    obs = torch.randn(n, 3, generator=g)
+    obs = torch.randn(1, n, 3, generator=g)
     with torch.no_grad():
-        td = agent.model(TensorDict({"obs": obs}, batch_size=[n]))
-    batch = TensorDict({"obs": obs, "action": td.get("action") + 0.3 * torch.randn(n, 1, generator=g),
+        td = agent.model(TensorDict({"obs": obs}, batch_size=[1, n]))
+    batch = TensorDict({"obs": obs, "action": td.get("action") + 0.3 * torch.randn(1, n, 1, generator=g),
                         "neglogp": td.get("neglogp"), "mean_action": td.get("mean_action"),
-                        "advantages": torch.randn(n, generator=g)}, batch_size=[n])
+                        "advantages": torch.randn(1, n, generator=g)}, batch_size=[1, n])
     return batch
+
+
+def actor_loss_of(agent, batch):
+    """The agent's actor objective (per member, [P])."""
+    return actor_objective(agent.model, batch, agent.hp, agent.config.l2c2)
 
 
 def test_actor_loss_total_with_bounds_and_entropy():
     agent = make_agent(learnable_std=True, actor_logstd=-0.3, entropy_coef=0.1, bounds_loss_coef=0.7)
     batch = actor_batch(agent)
-    total, logs, mu = agent.actor_loss(batch)
-    sigma = agent.model.actor.logstd.exp().detach()
+    total, logs, mu = actor_loss_of(agent, batch)
+    assert total.shape == (1,) and all(v.shape == (1,) for v in logs.values())
+    sigma = agent.model.actor.logstd.exp().detach().unsqueeze(1)
     dist = Normal(mu.detach(), sigma)
     ratio = torch.exp(batch.get("neglogp") + dist.log_prob(batch.get("action")).sum(-1))
     adv = batch.get("advantages")
@@ -479,13 +517,15 @@ def test_actor_loss_total_with_bounds_and_entropy():
     assert logs["actor/entropy_loss"].item() == pytest.approx(-0.1 * entropy.item(), rel=1e-5)
     assert logs["actor/approx_kl"].item() == pytest.approx((ratio - 1 - torch.log(ratio + 1e-8)).mean().item(),
                                                            rel=1e-4, abs=1e-7)
-    total.backward()
-    assert agent.model.actor.logstd.grad is not None  # the learnable std is trained
+    agent.flat["actor"].zero_grad()  # the grads are views of the flat buffer, always allocated
+    total.sum().backward()
+    assert agent.model.actor.logstd.requires_grad
+    assert agent.model.actor.logstd.grad.abs().sum() > 0  # the learnable std is trained
 
 
 def test_fixed_std_has_no_entropy_term():
     agent = make_agent(learnable_std=False, entropy_coef=0.5)
-    total, logs, _ = agent.actor_loss(actor_batch(agent))
+    total, logs, _ = actor_loss_of(agent, actor_batch(agent))
     assert total.item() == pytest.approx(logs["actor/ppo_loss"].item())
     assert logs["actor/entropy_loss"].item() == 0.0
 
@@ -494,10 +534,10 @@ def test_l2c2_loss_hand_computed():
     from workbench.agents.ppo.config import L2C2Config
     agent = make_agent(l2c2=L2C2Config(enabled=True, lambda_l2c2=0.3, obs_pairs={"obs": "obs_clean"}))
     batch = actor_batch(agent)
-    clean = batch.get("obs") + 0.1 * torch.randn(8, 3, generator=torch.Generator().manual_seed(9))
+    clean = batch.get("obs") + 0.1 * torch.randn(1, 8, 3, generator=torch.Generator().manual_seed(9))
     batch.set("obs_clean", clean)
-    total, logs, mu = agent.actor_loss(batch)
-    mu_clean = agent.model.actor.mu(TensorDict({"obs": clean}, batch_size=[8])).get("mu")
+    total, logs, mu = actor_loss_of(agent, batch)
+    mu_clean = agent.model.actor.mu(TensorDict({"obs": clean}, batch_size=[1, 8])).get("mu")
     in_dist = (batch.get("obs") - clean).square().sum().item() / clean.numel()
     out_dist = (mu - mu_clean).square().mean().item()
     assert logs["actor/l2c2_input_dist"].item() == pytest.approx(in_dist, rel=1e-5)
@@ -534,7 +574,7 @@ def test_episode_metrics_are_means_over_episodes_finished_this_iteration():
                 returns.append(ret)
                 lengths.append(after[t][n])
                 ret = 0.0
-    _, logs = agent.collect_rollout()
+    _, (logs,) = agent.collect_rollout()
     assert logs["info/episodes_finished"] == len(returns)
     assert logs["info/episode_reward"] == pytest.approx(sum(returns) / len(returns), rel=1e-5)
     assert logs["info/episode_length"] == pytest.approx(sum(lengths) / len(lengths))
@@ -542,22 +582,33 @@ def test_episode_metrics_are_means_over_episodes_finished_this_iteration():
 
 def test_episode_metrics_repeat_when_no_episode_finished():
     agent = make_agent(num_envs=2, num_steps=3, batch_size=6)  # Pendulum episodes last 200 steps
-    agent.last_episode_metrics = {"info/episode_reward": -7.0, "info/episode_length": 9.0}
-    _, logs = agent.collect_rollout()
+    agent.last_episode_metrics = [{"info/episode_reward": -7.0, "info/episode_length": 9.0}]  # per member
+    _, (logs,) = agent.collect_rollout()
     assert logs["info/episodes_finished"] == 0
     assert (logs["info/episode_reward"], logs["info/episode_length"]) == (-7.0, 9.0)
 
 
 def test_each_network_has_its_own_adam_with_every_parameter():
     agent = make_agent(actor_lr=3e-4, critic_lr=7e-4)
-    actor_params = {id(p) for g in agent.actor_optimizer.param_groups for p in g["params"]}
-    critic_params = {id(p) for g in agent.critic_optimizer.param_groups for p in g["params"]}
-    assert actor_params == {id(p) for p in agent.model.actor.parameters()}
-    assert id(agent.model.actor.logstd) in actor_params  # a frozen logstd is included
+    actor_opt, critic_opt = agent.actor_optimizer, agent.critic_optimizer
+    actor_params = {id(p) for p in actor_opt.flat.params}
+    critic_params = {id(p) for p in critic_opt.flat.params}
+    # MemberAdam steps the trainable parameters; a frozen logstd has no gradient and stays out of the
+    # flat buffer, but keeps its index in the torch-format state (the checkpoint's param group)
+    actor_all = list(agent.model.actor.parameters())
+    assert actor_params == {id(p) for p in actor_all if p.requires_grad}
+    assert id(agent.model.actor.logstd) not in actor_params and not agent.model.actor.logstd.requires_grad
+    logstd_index = next(i for i, p in enumerate(actor_all) if p is agent.model.actor.logstd)
+    assert logstd_index not in actor_opt.param_index
+    groups = actor_opt.member_state_dict(0, len(actor_all))["param_groups"]
+    assert len(groups) == 1 and groups[0]["params"] == list(range(len(actor_all)))  # a frozen logstd is included
     assert critic_params == {id(p) for p in agent.model.critic.parameters()}
     assert not actor_params & critic_params
-    assert isinstance(agent.actor_optimizer, torch.optim.Adam) and isinstance(agent.critic_optimizer, torch.optim.Adam)
-    assert agent.actor_optimizer.param_groups[0]["lr"] == 3e-4 and agent.critic_optimizer.param_groups[0]["lr"] == 7e-4
+    assert isinstance(actor_opt, MemberAdam) and isinstance(critic_opt, MemberAdam)
+    assert actor_opt.target == critic_opt.target == "torch.optim.Adam"
+    assert actor_opt.lr.tolist() == [3e-4] and critic_opt.lr.tolist() == [7e-4]
+    assert groups[0]["lr"] == 3e-4
+    assert critic_opt.member_state_dict(0, len(critic_opt.flat.params))["param_groups"][0]["lr"] == 7e-4
 
 
 def obs_norm_count(module) -> float:

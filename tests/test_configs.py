@@ -285,4 +285,41 @@ def test_layer_norm_only_on_the_first_layer():
     spec = mlp_spec(layers=[{"units": 4, "activation": "relu", "use_layer_norm": True}] * 3)
     net = modules.build_module(spec).network
     kinds = [type(m).__name__ for m in net]
-    assert kinds == ["LazyLinear", "LayerNorm", "ReLU", "LazyLinear", "ReLU", "LazyLinear", "ReLU", "LazyLinear"]
+    assert kinds == ["StackedLinear", "StackedLayerNorm", "ReLU", "StackedLinear", "ReLU", "StackedLinear", "ReLU",
+                     "StackedLinear"]
+
+
+def test_stacked_layers_equal_torch_layers_member_by_member():
+    """P = 3 members through baddbmm and the stacked LayerNorm against torch's Linear and LayerNorm."""
+    from workbench.agents.common.stacked import StackedLayerNorm, StackedLinear
+
+    torch.manual_seed(0)
+    linear, norm = StackedLinear(3, 5), StackedLayerNorm(3, 5)
+    x = torch.randn(3, 7, 4)
+    y = linear(x)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(3, 5))
+        norm.bias.copy_(torch.randn(3, 5))
+    z = norm(y)
+    for p in range(3):
+        reference = torch.nn.Linear(4, 5)
+        reference.weight.data.copy_(linear.weight[p])
+        reference.bias.data.copy_(linear.bias[p])
+        torch.testing.assert_close(y[p], reference(x[p]), rtol=1e-6, atol=1e-6)
+        ln = torch.nn.LayerNorm(5)
+        ln.weight.data.copy_(norm.weight[p])
+        ln.bias.data.copy_(norm.bias[p])
+        torch.testing.assert_close(z[p], ln(y[p]), rtol=1e-6, atol=1e-6)
+
+
+def test_stacked_linear_initialises_each_member_like_lazy_linear_with_its_seed():
+    from workbench.agents.common.stacked import StackedLinear, initialising
+
+    layer = StackedLinear(2, 6)
+    with initialising([torch.Generator().manual_seed(11), torch.Generator().manual_seed(12)]):
+        layer(torch.zeros(2, 1, 4))
+    for p, seed in enumerate((11, 12)):
+        torch.manual_seed(seed)
+        reference = torch.nn.LazyLinear(6)
+        reference(torch.zeros(1, 4))
+        assert torch.equal(layer.weight[p], reference.weight) and torch.equal(layer.bias[p], reference.bias)

@@ -69,10 +69,10 @@ def test_logged_clip_fraction_and_grad_norms_are_recomputed_independently(tiny_c
     recorded = []
     original = PPO.optimization_step
 
-    def recording_step(self, batch):
-        if self.epoch == target_epoch:
-            recorded.append((batch.clone(), copy.deepcopy(self.model), self.skip_updates))
-        return original(self, batch)
+    def recording_step(self, batch, acc):
+        if self.epoch == target_epoch:  # skip_updates is updated in place: keep this batch's value
+            recorded.append((batch.clone(), copy.deepcopy(self.model), self.skip_updates.clone()))
+        return original(self, batch, acc)
 
     monkeypatch.setattr(PPO, "optimization_step", recording_step)
     cfg = tiny_config("agent.training_max_steps=4096", "agent.gradient_clip_val=0.05", "logger.mode=offline")
@@ -82,11 +82,12 @@ def test_logged_clip_fraction_and_grad_norms_are_recomputed_independently(tiny_c
 
     clip_fracs, actor_norms, critic_norms, value_clip_fracs = [], [], [], []
     for batch, model, skipped in recorded:
-        assert not skipped
+        assert batch.batch_size[0] == 1 and skipped.shape == (1,)  # [P=1, B] batches, a [P] skip mask
+        assert not skipped.any()
         model.eval()  # the normalisers' pre-step statistics, without updating them
         actor, critic = model.actor, model.critic
         mu = actor.mu(TensorDict(dict(batch.items()), batch_size=batch.batch_size)).get(actor.mu_key)
-        dist = torch.distributions.Normal(mu, actor.logstd.exp())
+        dist = torch.distributions.Normal(mu, actor.logstd.exp().unsqueeze(1))  # [P, A] -> [P, 1, A]
         ratio = torch.exp(batch["neglogp"] - (-dist.log_prob(batch["action"]).sum(-1)))
         adv = batch["advantages"]
         actor_loss = torch.stack([-adv * ratio, -adv * ratio.clamp(1 - e_clip, 1 + e_clip)]).max(0).values.mean()

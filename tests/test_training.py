@@ -93,9 +93,11 @@ def test_warm_start_loads_weights_only(tiny_config, tmp_path):
     agent = build_agent(tiny_config("logger.mode=disabled", f"checkpoint={source}", "load_training_state=false"), None)
     agent.load_checkpoint(source, load_training_state=False)
     assert agent.epoch == 0 and agent.step_count == 0
+    current = agent.model.state_dict()  # [P=1, ...]; the checkpoint holds the single agent's tensors
     for key, value in model_state(source).items():
         if key != "_actor.logstd":
-            assert torch.equal(agent.model.state_dict()[key], value)
+            assert current[key].shape[0] == 1
+            assert torch.equal(current[key][0], value)
 
 
 def test_fixed_logstd_comes_from_config_not_checkpoint(tiny_config, tmp_path):
@@ -148,6 +150,8 @@ def test_evaluation_components_give_success_and_failure_rates(tiny_config, tmp_p
                       "+agent.evaluator.evaluation_components={termination/out_of_bounds: {static_params: {threshold: 0.5}}}")
     agent = build_agent(cfg, None)
     metrics = agent.evaluate()
+    assert list(metrics) == [0]  # {member: metrics}
+    metrics = metrics[0]
     # replay the same evaluation by hand: an env fails once its out_of_bounds extra exceeds 0.5
     env = agent.evaluator.env
     env.load_state_dict(agent.evaluator._initial_state)
@@ -158,8 +162,9 @@ def test_evaluation_components_give_success_and_failure_rates(tiny_config, tmp_p
     with torch.no_grad():
         for _ in range(60):
             obs = env.reset(done_ids)
-            mu, _ = agent.model.actor.distribution(TensorDict(dict(obs.items()), batch_size=[env.num_envs]))
-            step = env.step(mu)
+            mu, _ = agent.model.actor.distribution(TensorDict(dict(obs.items()), batch_size=[env.num_envs])
+                                                   .unsqueeze(0))  # the member view [1, N]
+            step = env.step(mu[0])
             failed |= step.extras["termination/out_of_bounds"] > 0.5
             done_ids = step.dones.nonzero().squeeze(-1)
     expected = failed.float().mean().item()
@@ -193,14 +198,15 @@ def test_next_values_equal_the_critic_on_each_next_observation(tiny_config, env)
     def step(action):
         result = original_step(action)
         with torch.no_grad():
-            value = agent.model.critic(result.obs.clone()).get("value")
+            value = agent.model.critic(result.obs.clone().unsqueeze(0)).get("value")[0]  # member view [1, N]
         reference.append(value * (~result.terminated).unsqueeze(-1))
         return result
 
     agent.env.step = step
     buf, _ = agent.collect_rollout()
     assert buf["dones"].any(), "no episode ended: the test would not exercise the bootstrap"
-    assert torch.equal(buf["next_value"], torch.stack(reference))
+    assert buf["next_value"].shape[0] == 1  # [P, T, N, 1]
+    assert torch.equal(buf["next_value"][0], torch.stack(reference))
 
 
 def test_env_extras_are_logged_as_per_step_mean_and_std_averaged_over_the_rollout(tiny_config):
@@ -213,7 +219,7 @@ def test_env_extras_are_logged_as_per_step_mean_and_std_averaged_over_the_rollou
         return result
 
     agent.env.step = step
-    _, logs = agent.collect_rollout()
+    _, (logs,) = agent.collect_rollout()  # one dict per member
     per_step = torch.stack(seen)  # [T, N]
     assert logs["env/termination/out_of_bounds_mean"] == pytest.approx(per_step.mean(1).mean().item(), abs=1e-6)
     assert logs["env/termination/out_of_bounds_std"] == pytest.approx(per_step.std(1).mean().item(), abs=1e-6)

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from workbench.agents.common.member_adam import ADAM_TARGETS
 from workbench.agents.ppo.config import PPOAgentConfig
 from workbench.tracking.config import LoggerConfig
 
@@ -105,6 +106,8 @@ RANGE_CHECKS = [
     ("env.num_envs", lambda v: v >= 1, "must be >= 1"),
     ("device", lambda v: v in DEVICES, f"must be one of {', '.join(DEVICES)}"),
     ("torch_threads", lambda v: v >= 1, "must be >= 1 or null"),
+    ("agent.model.actor_optimizer._target_", lambda v: v in ADAM_TARGETS, f"must be one of {', '.join(ADAM_TARGETS)}"),
+    ("agent.model.critic_optimizer._target_", lambda v: v in ADAM_TARGETS, f"must be one of {', '.join(ADAM_TARGETS)}"),
     ("population.size", lambda v: v >= 1, "must be >= 1 or null"),
     ("population.seeds", lambda v: len(v) >= 1, "must list at least one seed, or be null"),
 ]

@@ -18,6 +18,7 @@ from workbench.agents.ppo.agent import EVAL_SEED_OFFSET, PPO
 from workbench.agents.ppo.config import PPOAgentConfig
 from workbench.config import ConfigError, validate
 from workbench.envs import make_env
+from workbench.metric_names import EVAL, INFO
 from workbench.tracking import Tracker, start_service
 from workbench.tracking.secrets import scrub_secrets
 
@@ -46,6 +47,10 @@ class TrainResult:
     wandb_run_id: str | None = None
     wandb_run_dir: str | None = None
     frames: int = 0
+
+
+def one_decimal(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,14 +140,14 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
         if not announced and tracker.started:
             announce_run()
         result.history.append(metrics)
-        if "eval/episode_reward" in metrics:
-            result.final_eval_return = metrics["eval/episode_reward"]
-            best = max(best, metrics["eval/episode_reward"])
+        if EVAL.episode_reward in metrics:
+            result.final_eval_return = metrics[EVAL.episode_reward]
+            best = max(best, metrics[EVAL.episode_reward])
             result.best_eval_return = best
         if agent.epoch % 10 == 0 or agent.should_stop():
             log.info("epoch %d/%d frames %d return %.1f eval %s sps %.0f", agent.epoch, agent.max_epochs,
-                     agent.step_count, metrics["info/episode_reward"], metrics.get("eval/episode_reward", "-"),
-                     metrics["info/sps"])
+                     agent.step_count, metrics[INFO.episode_reward], one_decimal(metrics.get(EVAL.episode_reward)),
+                     metrics[INFO.sps])
         if callbacks.on_iteration:
             callbacks.on_iteration(agent.epoch, metrics)
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from workbench.config import ConfigError
 from workbench.metric_names import EVAL, INFO
 from workbench.tracking import Tracker
-from workbench.train import TrainResult, build_population, resolved_config
+from workbench.train import TrainResult, build_population, one_decimal, resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def run_population(cfg: DictConfig, output_dir: Path | str) -> list[TrainResult]
         if epoch % 10 == 0 or agent.member_done(member):
             log.info("member %d epoch %d/%d frames %d return %.1f eval %s sps %.0f", member, epoch,
                      agent.max_epochs_per_member[member], agent.step_counts[member], metrics[INFO.episode_reward],
-                     _one_decimal(metrics.get(EVAL.episode_reward)), metrics[INFO.sps])
+                     one_decimal(metrics.get(EVAL.episode_reward)), metrics[INFO.sps])
 
     started = time.time()
     exit_code = 1
@@ -124,6 +124,3 @@ def run_population(cfg: DictConfig, output_dir: Path | str) -> list[TrainResult]
             result.wandb_run_dir = str(tracker.run_dir) if tracker.run_dir else None
     return results
 
-
-def _one_decimal(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
