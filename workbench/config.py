@@ -6,9 +6,10 @@ the value and what is allowed, before anything is built or written.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -31,6 +32,7 @@ class WorkbenchConfig:
     checkpoint: Optional[str] = None  # a .ckpt to start from; <output_dir>/last.ckpt is resumed automatically
     load_training_state: bool = True  # false = warm start (weights only)
     trial: Optional[Any] = None  # filled by the Optuna sweeper for sweep trials
+    extra: Dict[str, Any] = field(default_factory=dict)  # free-form user notes (+extra.note=...); logged, not read
 
 
 def register_configs() -> None:
@@ -93,8 +95,35 @@ RANGE_CHECKS = [
 ]
 
 
+def check_known_keys(node: Any, path: str = "") -> None:
+    """Refuse keys a schema node does not declare. Struct mode stops ``agent.foo=1``, but
+    Hydra opens the node for ``+agent.foo=1``, which would then be carried along unread."""
+    if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
+        return
+    schema = OmegaConf.get_type(node)
+    declared = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        full = f"{path}{key}"
+        if declared is not None and key not in declared and not (path == "" and key == "hydra"):
+            hint = "; free-form notes go under +extra.<name>" if path == "" else ""
+            raise ConfigError(full, _plain_value(node._get_node(key)),
+                              f"not a key of {schema.__name__} (known keys: "
+                              f"{', '.join(sorted(declared))}){hint}")
+        if key != "hydra":
+            check_known_keys(node._get_node(key), f"{full}.")
+
+
+def _plain_value(node: Any) -> Any:
+    return OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value outside its allowed range."""
+    """Raise ConfigError (or EnvConfigError) for the first unknown key, mistyped env value or
+    value outside its allowed range."""
+    from workbench.envs import check_env_config  # torch: only once a config is checked
+
+    check_known_keys(cfg)
+    check_env_config(OmegaConf.to_container(cfg.env, resolve=True) if isinstance(cfg.env, DictConfig) else cfg.env)
     for key, ok, allowed in RANGE_CHECKS:
         _check(cfg, key, ok, allowed)
     adaptive = cfg.agent.adaptive_lr
