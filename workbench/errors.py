@@ -32,8 +32,15 @@ def one_line(error: BaseException) -> str:
 
 
 def _flatten(message: str) -> str:
-    lines = [line for line in message.splitlines() if line.strip() and not line.startswith(_OMEGACONF_DETAIL)]
-    return "; ".join(line.strip() for line in lines)
+    """Lines joined into one: a sentence or a heading ('...:') runs on, list items get '; '."""
+    message = message.split("Config search path:")[0]  # Hydra's search path: noise for a user
+    flat = ""
+    for line in message.splitlines():
+        if not line.strip() or line.startswith(_OMEGACONF_DETAIL):
+            continue
+        line = line.strip()
+        flat = line if not flat else flat + (" " if flat.endswith((":", ".")) else "; ") + line
+    return flat
 
 
 def refuse(prog: str, message: str) -> NoReturn:
