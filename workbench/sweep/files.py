@@ -11,8 +11,21 @@ from workbench.sweep.errors import SweepConfigError
 SWEEP_DIRS = [Path(__file__).resolve().parent.parent.parent / "sweeps"]
 
 
-def find_sweep_file(name: str) -> Path | None:
-    for directory in SWEEP_DIRS:
+def sweep_dirs(overrides: list[str] = ()) -> list[Path]:
+    """sweeps/, then the ``sweep/`` folder of every ``hydra.searchpath=[file://DIR]`` override."""
+    dirs = list(SWEEP_DIRS)
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            for entry in value.strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    dirs.append(Path(entry.removeprefix("file://")) / "sweep")
+    return dirs
+
+
+def find_sweep_file(name: str, overrides: list[str] = ()) -> Path | None:
+    for directory in sweep_dirs(overrides):
         candidate = directory / f"{name}.yaml"
         if candidate.is_file():
             return candidate
@@ -41,6 +54,6 @@ def check_sweep_overrides(overrides: list[str]) -> None:
     for override in overrides:
         key, _, value = override.partition("=")
         if key.lstrip("+~") == "sweep" and value:
-            path = find_sweep_file(value)
+            path = find_sweep_file(value, overrides)
             if path is not None:
                 check_sweep_file(path)
