@@ -19,6 +19,7 @@ from workbench.agents.ppo.config import PPOAgentConfig
 from workbench.tracking.config import LoggerConfig
 
 DEVICES = ("cpu", "cuda", "auto")
+LOGGER_MODES = ("offline", "online", "disabled")
 
 
 @dataclass
@@ -91,6 +92,8 @@ RANGE_CHECKS = [
     ("agent.evaluator.num_envs", lambda v: v >= 1, "must be >= 1 or null"),
     ("env.num_envs", lambda v: v >= 1, "must be >= 1"),
     ("device", lambda v: v in DEVICES, f"must be one of {', '.join(DEVICES)}"),
+    ("logger.mode", lambda v: str(v).lower() in (*LOGGER_MODES, "dryrun", "run"), f"must be one of {', '.join(LOGGER_MODES)}"),
+    ("logger.init_timeout", lambda v: v > 0, "must be > 0 (seconds)"),
     ("torch_threads", lambda v: v >= 1, "must be >= 1 or null"),
 ]
 

@@ -9,12 +9,16 @@ import argparse
 import sys
 from typing import NoReturn
 
-from workbench.tracking.secrets import scrub_text
-
 EXIT_REFUSED = 2
 
 # Detail lines OmegaConf appends to its messages; they repeat what the first line says.
 _OMEGACONF_DETAIL = ("full_key:", "reference_type", "object_type", "    ")
+
+
+def _scrub(text: str) -> str:
+    from workbench.tracking.secrets import scrub_text  # here: workbench.tracking's commands import this module
+
+    return scrub_text(text)
 
 
 def one_line(error: BaseException) -> str:
@@ -24,14 +28,14 @@ def one_line(error: BaseException) -> str:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        text = _flatten(str(current))
+        text = flatten(str(current))
         if text and not any(text in part for part in parts):
             parts.append(text)
         current = current.__cause__
-    return scrub_text(": ".join(parts) or type(error).__name__)
+    return _scrub(": ".join(parts) or type(error).__name__)
 
 
-def _flatten(message: str) -> str:
+def flatten(message: str) -> str:
     """Lines joined into one: a sentence or a heading ('...:') runs on, list items get '; '."""
     message = message.split("Config search path:")[0]  # Hydra's search path: noise for a user
     flat = ""
@@ -45,7 +49,7 @@ def _flatten(message: str) -> str:
 
 def refuse(prog: str, message: str) -> NoReturn:
     """Print ``prog: error: message`` as one line and exit 2."""
-    print(f"{prog}: error: {_flatten(scrub_text(message))}", file=sys.stderr)
+    print(f"{prog}: error: {flatten(_scrub(message))}", file=sys.stderr)
     raise SystemExit(EXIT_REFUSED)
 
 

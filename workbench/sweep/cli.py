@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import workbench
-from workbench.errors import EXIT_REFUSED, OneLineArgumentParser, one_line, refuse
+from workbench.errors import EXIT_REFUSED, OneLineArgumentParser, flatten, one_line, refuse
 from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.files import check_sweep_file, find_sweep_file, sweep_dirs
 from workbench.sweep.space import format_value
@@ -106,9 +106,14 @@ def _validate(cmd: list[str], env: dict[str, str], name: str) -> int:
     if check.returncode == 0:
         sys.stderr.write(check.stderr)
         return 0
-    lines = [line for line in check.stderr.splitlines() if line.strip()]
+    lines = [line for line in check.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
     ours = [line for line in lines if line.startswith("workbench train: error: ")]
-    reason = (ours or lines or [f"exit status {check.returncode}"])[-1].removeprefix("workbench train: error: ")
+    if ours:
+        reason = ours[-1].removeprefix("workbench train: error: ")
+    elif any(line.startswith("Traceback") for line in lines):  # an app that is not ours crashed
+        reason = lines[-1]
+    else:  # Hydra's own report of an error: a message over several lines
+        reason = flatten("\n".join(lines)) or f"exit status {check.returncode}"
     print(f"{PROG}: error: the sweep {name!r} is invalid: {scrub_text(reason)}; no trial started", file=sys.stderr)
     return EXIT_REFUSED
 

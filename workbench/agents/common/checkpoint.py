@@ -79,19 +79,25 @@ def _write_error(path: Path, err: BaseException) -> CheckpointWriteError:
 
 def load_checked(path: Path | str) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file; {SAFE_WAY_ON}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused an object: the file is not what it claims
-        raise CheckpointError(f"checkpoint {path} is not a workbench checkpoint: it holds objects other than "
-                              f"tensors and plain data, refused unread; {SAFE_WAY_ON}") from None
-    except Exception:  # torch's reader fails in many ways on a file that is not a checkpoint
-        raise CheckpointError(f"checkpoint {path} is not a workbench checkpoint: not a readable torch "
-                              f"checkpoint (corrupt, truncated or another kind of file); {SAFE_WAY_ON}") from None
+    except Exception as err:  # torch's reader fails in many ways on a file that is not a checkpoint
+        raise CheckpointError(f"checkpoint {path} is not a workbench checkpoint: {_unreadable_because(err)}; "
+                              f"{SAFE_WAY_ON}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {path} is not a workbench checkpoint: no 'model' entry; {SAFE_WAY_ON}")
     return state
+
+
+def _unreadable_because(err: Exception) -> str:
+    # torch's weights-only unpickler names a refused class as "... unsupported GLOBAL module.name ..."
+    if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):
+        return "it holds objects other than tensors and plain data (refused unread, nothing was run)"
+    return "not a readable torch checkpoint (corrupt, truncated or another kind of file)"
 
 
 def check_model_state(saved: dict, expected: dict, path: Path | str) -> None:
