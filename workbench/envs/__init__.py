@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 import types
 import typing
 from collections.abc import Mapping
@@ -105,10 +106,10 @@ def _matches(value: Any, expected: Any) -> bool:
         return value is None
     if expected is bool:
         return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is int:  # numbers.Integral: numpy integers are fine too
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     target = origin or expected
     return not inspect.isclass(target) or isinstance(value, target)
 
