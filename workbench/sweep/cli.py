@@ -82,7 +82,7 @@ def _check_arguments(args: argparse.Namespace, extra: list[str]) -> None:
         if arg.startswith("-"):
             refuse(PROG, f"unknown option {arg.split('=', 1)[0]!r}; options: {OPTIONS} "
                          "(other arguments are Hydra overrides key=value)")
-        if "=" not in arg:
+        if "=" not in arg and not arg.startswith("~"):  # ~key deletes a key: an override without '='
             refuse(PROG, f"unexpected argument {arg!r}: not an option ({OPTIONS}) nor a Hydra override key=value")
     for flag, value in (("--workers", args.workers), ("--n-trials", args.n_trials)):
         if value is not None and value < 1:
