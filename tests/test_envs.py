@@ -236,7 +236,7 @@ def test_make_env_unknown_target_is_named(target):
 
 @pytest.mark.parametrize("num_envs", [0, -2])
 def test_make_env_rejects_non_positive_num_envs(num_envs):
-    with pytest.raises(EnvConfigError, match=f"got {num_envs}"):
+    with pytest.raises(EnvConfigError, match=f"env.num_envs={num_envs} is not allowed: must be >= 1"):
         make_env({"_target_": "workbench.envs.pendulum.Pendulum", "num_envs": num_envs}, device="cpu", seed=0)
 
 

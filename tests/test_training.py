@@ -111,7 +111,7 @@ def test_corrupt_checkpoint_is_refused_clearly(tiny_config, tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint at all")
     agent = build_agent(tiny_config("logger.mode=disabled"), None)
-    with pytest.raises(CheckpointError, match="corrupt or not a workbench checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a workbench checkpoint: not a readable torch checkpoint"):
         agent.load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="does not exist"):
         agent.load_checkpoint(tmp_path / "missing.ckpt")

@@ -6,9 +6,10 @@ the value and what is allowed, before anything is built or written.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -19,6 +20,7 @@ from workbench.agents.ppo.config import PPOAgentConfig
 from workbench.tracking.config import LoggerConfig
 
 DEVICES = ("cpu", "cuda", "auto")
+LOGGER_MODES = ("offline", "online", "disabled")
 
 
 @dataclass
@@ -47,6 +49,7 @@ class WorkbenchConfig:
     load_training_state: bool = True  # false = warm start (weights only)
     trial: Optional[Any] = None  # filled by the Optuna sweeper for sweep trials
     population: PopulationConfig = field(default_factory=PopulationConfig)
+    extra: Dict[str, Any] = field(default_factory=dict)  # free-form user notes (+extra.note=...); logged, not read
 
 
 def register_configs() -> None:
@@ -105,6 +108,8 @@ RANGE_CHECKS = [
     ("agent.evaluator.num_envs", lambda v: v >= 1, "must be >= 1 or null"),
     ("env.num_envs", lambda v: v >= 1, "must be >= 1"),
     ("device", lambda v: v in DEVICES, f"must be one of {', '.join(DEVICES)}"),
+    ("logger.mode", lambda v: str(v).lower() in (*LOGGER_MODES, "dryrun", "run"), f"must be one of {', '.join(LOGGER_MODES)}"),
+    ("logger.init_timeout", lambda v: v > 0, "must be > 0 (seconds)"),
     ("torch_threads", lambda v: v >= 1, "must be >= 1 or null"),
     ("agent.model.actor_optimizer._target_", lambda v: v in ADAM_TARGETS, f"must be one of {', '.join(ADAM_TARGETS)}"),
     ("agent.model.critic_optimizer._target_", lambda v: v in ADAM_TARGETS, f"must be one of {', '.join(ADAM_TARGETS)}"),
@@ -113,8 +118,35 @@ RANGE_CHECKS = [
 ]
 
 
+def check_known_keys(node: Any, path: str = "") -> None:
+    """Refuse keys a schema node does not declare. Struct mode stops ``agent.foo=1``, but
+    Hydra opens the node for ``+agent.foo=1``, which would then be carried along unread."""
+    if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
+        return
+    schema = OmegaConf.get_type(node)
+    declared = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        full = f"{path}{key}"
+        if declared is not None and key not in declared and not (path == "" and key == "hydra"):
+            hint = "; free-form notes go under +extra.<name>" if path == "" else ""
+            raise ConfigError(full, _plain_value(node._get_node(key)),
+                              f"not a key of {schema.__name__} (known keys: "
+                              f"{', '.join(sorted(declared))}){hint}")
+        if key != "hydra":
+            check_known_keys(node._get_node(key), f"{full}.")
+
+
+def _plain_value(node: Any) -> Any:
+    return OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value outside its allowed range."""
+    """Raise ConfigError (or EnvConfigError) for the first unknown key, mistyped env value or
+    value outside its allowed range."""
+    from workbench.envs import check_env_config  # torch: only once a config is checked
+
+    check_known_keys(cfg)
+    check_env_config(OmegaConf.to_container(cfg.env, resolve=True) if isinstance(cfg.env, DictConfig) else cfg.env)
     for key, ok, allowed in RANGE_CHECKS:
         _check(cfg, key, ok, allowed)
     adaptive = cfg.agent.adaptive_lr

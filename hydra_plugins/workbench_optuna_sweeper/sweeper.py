@@ -23,15 +23,17 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from workbench.errors import one_line
 from workbench.sweep.driver import HeartbeatSettings, StudyDriver
-from workbench.sweep.errors import SweepConfigError
+from workbench.sweep.errors import StorageError, SweepConfigError
 from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
                                      seed_sampler_for_worker)
 from workbench.sweep.heartbeat import Heartbeat
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
-from workbench.sweep.storage import ENV_STORAGE, StorageSpec, open_storage, resolve_storage
+from workbench.sweep.storage import ENV_STORAGE, StorageSpec, check_storage, open_storage, resolve_storage
 from workbench.sweep.summary import progress_line, summary_table, write_csv
+from workbench.tracking.secrets import scrub_secrets, scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class WorkbenchOptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
+        _mask_launcher_lines()
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -89,14 +92,14 @@ class WorkbenchOptunaSweeper(Sweeper):
                 composed = loader.load_sweep_config(self.config, overrides + extra)
             except Exception as exc:
                 raise SweepConfigError(
-                    f"the sweep does not compose with the overrides {overrides}: {exc}"
+                    f"the sweep does not compose with the overrides {overrides}: {one_line(exc)}"
                 ) from exc
             if check:
                 try:
                     check_fn(composed)
                 except Exception as exc:
                     raise SweepConfigError(
-                        f"{check} refuses the sweep's values {overrides}: {exc}"
+                        f"{check} refuses the sweep's values {overrides}: {one_line(exc)}"
                     ) from exc
         return composed
 
@@ -131,21 +134,25 @@ class WorkbenchOptunaSweeper(Sweeper):
         trial_keys = self._trial_overrides(study_name, spec, 0)
         job_config = self._check_composes(space, trial_keys)
 
+        check_storage(spec)
         os.environ[ENV_STORAGE] = spec.url  # jobs (and their children) reach the study by it
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=open_storage(spec),
-            sampler=sampler,
-            pruner=pruner,
-            direction=direction,
-            load_if_exists=True,
-        )
+        try:
+            study = optuna.create_study(
+                study_name=study_name,
+                storage=open_storage(spec),
+                sampler=sampler,
+                pruner=pruner,
+                direction=direction,
+                load_if_exists=True,
+            )
+        except Exception as exc:  # e.g. a journal file that is not one, a database that refuses us
+            raise StorageError(f"storage {spec.redacted}: cannot open the study: {one_line(exc)}") from None
         if study.direction.name.lower() != direction:
             raise SweepConfigError(
                 f"study {study_name!r} exists with direction {study.direction.name.lower()}; "
                 f"this sweep asks for {direction}: use another study_name"
             )
-        study.set_user_attr("search_space", {k: str(v) for k, v in params.items()})
+        study.set_user_attr("search_space", scrub_secrets({k: str(v) for k, v in params.items()}))
         study.set_user_attr("n_trials", n_trials)  # `workbench sweep` judges its exit code by it
         heartbeat = HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat, resolve=True))
         driver = StudyDriver(study, spec, space, n_trials, heartbeat, bool(conf.wait_for_running), _say)
@@ -243,6 +250,22 @@ class WorkbenchOptunaSweeper(Sweeper):
 def _worker_index() -> int | None:
     raw = os.environ.get(ENV_WORKER)
     return int(raw) if raw and raw.isdigit() else None
+class _ScrubSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = scrub_text(record.getMessage()), None
+        return True
+
+
+# Launchers log each job's overrides ("#3 : agent.e_clip=0.2 +extra.url=..."), passwords included.
+_LAUNCHER_LOGGERS = ("hydra._internal.core_plugins.basic_launcher",
+                     "hydra_plugins.hydra_submitit_launcher.submitit_launcher")
+
+
+def _mask_launcher_lines() -> None:
+    for name in _LAUNCHER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ScrubSecrets) for f in logger.filters):
+            logger.addFilter(_ScrubSecrets())
 
 
 def _is_basic(launcher: Any) -> bool:

@@ -6,15 +6,18 @@ import logging
 import sys
 from pathlib import Path
 
+from ..errors import EXIT_REFUSED, OneLineArgumentParser, one_line
 from .errors import AnalysisError
 from .histories import join_histories, project_and_entity
 from .html_report import write_html_report
-from .study import load_study
+from .study import load_study, storage_spec
+from ..sweep.errors import StorageError
+from ..sweep.storage import check_storage
 from .wandb_report import build_wandb_report, runs_were_online
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="workbench report",
+    p = OneLineArgumentParser(prog="workbench report",
                                 description="Write a self-contained HTML report of an Optuna sweep.")
     p.add_argument("study", help="study name (the sweep name unless --study-name was given)")
     p.add_argument("--storage", help="journal file or Optuna URL (default: sweeps_db/<study>.journal, "
@@ -45,18 +48,27 @@ def _wandb_report(frame, args) -> None:
     print(f"W&B report: {getattr(report, 'url', '') or report.title}")
 
 
+def _check_server_storage(storage: str | None, study: str) -> None:
+    """A database URL the report cannot use (unknown scheme, server down) is one line; files are
+    checked by load_study, which only reads them."""
+    spec = storage_spec(storage, study)
+    if spec.kind == "rdb" and spec.dialect != "sqlite":
+        check_storage(spec)
+
+
 def report_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.getLogger("workbench.analysis").setLevel(logging.ERROR)  # the report lists what is missing
     try:
+        _check_server_storage(args.storage, args.study)
         frame = load_study(args.storage, args.study)
         histories = join_histories(frame, project=args.project, entity=args.entity)
         result = write_html_report(args.storage, args.study, args.out, histories=histories)
-    except AnalysisError as exc:
-        _say(f"error: {exc}")
-        return 2
+    except (AnalysisError, StorageError) as exc:
+        _say(f"error: {one_line(exc)}")
+        return EXIT_REFUSED
     except Exception as exc:  # noqa: BLE001 - a clear line, never a traceback
-        _say(f"error: {type(exc).__name__}: {exc}")
+        _say(f"error: {type(exc).__name__}: {one_line(exc)}")
         return 1
     print(f"HTML report: {result.path}")
     if result.n_trials == 0:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +20,7 @@ import torch
 from workbench.envs.base import BatchedEnv, StepResult, as_env_ids
 from workbench.envs.population import PopulationEnv, supports_members
 
-__all__ = ["BatchedEnv", "EnvConfigError", "PopulationEnv", "StepResult", "as_env_ids", "make_env",
+__all__ = ["BatchedEnv", "EnvConfigError", "PopulationEnv", "StepResult", "as_env_ids", "check_env_config", "make_env",
            "resolve_env_class"]
 
 # Supplied by make_env's caller, so not allowed in the config node.
@@ -43,6 +46,19 @@ def resolve_env_class(target: str) -> type:
     return env_class
 
 
+# Value rules for constructor arguments that many envs share, by name (types come from the signature).
+_VALUE_RULES = {
+    "num_envs": (lambda v: v >= 1, "must be >= 1"),
+    "max_episode_length": (lambda v: v >= 1, "must be >= 1"),
+    "dt": (lambda v: v > 0, "must be > 0 (a time step in seconds)"),
+    "substeps": (lambda v: v >= 1, "must be >= 1"),
+}
+
+
+def _refuse(key: str, value: Any, allowed: str, target: str) -> EnvConfigError:
+    return EnvConfigError(f"env.{key}={value!r} is not allowed: {allowed} (env {target})")
+
+
 def _check_kwargs(target: str, env_class: type, kwargs: Mapping[str, Any]) -> None:
     parameters = inspect.signature(env_class).parameters
     allowed = sorted(name for name in parameters if name not in _CALLER_KWARGS and name != "self")
@@ -51,9 +67,20 @@ def _check_kwargs(target: str, env_class: type, kwargs: Mapping[str, Any]) -> No
             raise EnvConfigError(f"env config for {target}: {key!r} is set by the agent, remove it from the env config")
         if key not in parameters:
             raise EnvConfigError(f"env config for {target}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
-    num_envs = kwargs.get("num_envs", parameters["num_envs"].default if "num_envs" in parameters else 1)
-    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-        raise EnvConfigError(f"env config for {target}: num_envs must be an integer >= 1, got {num_envs!r}")
+    hints = _type_hints(env_class)
+    for name, parameter in parameters.items():
+        if name in _CALLER_KWARGS or name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
+                                                                          parameter.VAR_KEYWORD):
+            continue
+        if name not in kwargs and parameter.default is inspect.Parameter.empty:
+            raise _refuse(name, "???", "a value is required", target)
+        value = kwargs.get(name, parameter.default)
+        expected = hints.get(name, _type_of_default(parameter.default))
+        if not _matches(value, expected):
+            raise _refuse(name, value, f"must be {_describe(expected)}", target)
+        rule = _VALUE_RULES.get(name)
+        if rule is not None and value is not None and not rule[0](value):
+            raise _refuse(name, value, rule[1], target)
 
 
 def _check_member_seeds(target: str, member_seeds: Any) -> list[int]:
@@ -61,6 +88,65 @@ def _check_member_seeds(target: str, member_seeds: Any) -> list[int]:
             or any(isinstance(s, bool) or not isinstance(s, int) for s in member_seeds)):
         raise EnvConfigError(f"env {target}: member_seeds must be a non-empty list of ints, got {member_seeds!r}")
     return list(member_seeds)
+
+
+
+def _type_hints(env_class: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(env_class.__init__)
+    except Exception:  # an annotation that cannot be evaluated: fall back to the defaults' types
+        return {}
+
+
+def _type_of_default(default: Any) -> Any:
+    if default is inspect.Parameter.empty or default is None:
+        return Any
+    return type(default)
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether a config value fits a constructor annotation (YAML values: no coercion but int -> float)."""
+    if expected is Any or expected is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, member) for member in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:  # numbers.Integral: numpy integers are fine too
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    target = origin or expected
+    return not inspect.isclass(target) or isinstance(value, target)
+
+
+def _describe(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(member) for member in typing.get_args(expected))
+    if expected is type(None):
+        return "null"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    target = origin or expected
+    return names.get(target, f"a {getattr(target, '__name__', target)}")
+
+
+def check_env_config(env_cfg: Mapping[str, Any]) -> type:
+    """Check an ``env`` node without building anything: the class imports, every key is a
+    constructor argument, every value has the argument's type and passes its rule.
+    Returns the env class."""
+    if not isinstance(env_cfg, Mapping):
+        raise EnvConfigError(f"env={env_cfg!r} is not allowed: must be an env config (pick one with env=<name>)")
+    if "_target_" not in env_cfg:
+        raise EnvConfigError(f"env config needs a '_target_' key (the env class import path), got keys {sorted(env_cfg)}")
+    kwargs = {str(key): _to_plain(value) for key, value in env_cfg.items()}
+    target = kwargs.pop("_target_")
+    env_class = resolve_env_class(target)
+    _check_kwargs(target, env_class, kwargs)
+    return env_class
 
 
 def make_env(env_cfg: Mapping[str, Any], *, device: str | torch.device, seed: int,
@@ -72,16 +158,12 @@ def make_env(env_cfg: Mapping[str, Any], *, device: str | torch.device, seed: in
     then unused). Classes whose constructor takes ``member_seeds`` build it natively; any
     other class is wrapped in a ``PopulationEnv`` of P single envs.
     """
-    if "_target_" not in env_cfg:
-        raise EnvConfigError(f"env config needs a '_target_' key (the env class import path), got keys {sorted(env_cfg)}")
+    env_class = check_env_config(env_cfg)
     # Copy into plain Python values: OmegaConf nodes must not leak into the env.
-    kwargs = {str(key): _to_plain(value) for key, value in env_cfg.items()}
-    target = kwargs.pop("_target_")
-    env_class = resolve_env_class(target)
-    _check_kwargs(target, env_class, kwargs)
+    kwargs = {str(key): _to_plain(value) for key, value in env_cfg.items() if key != "_target_"}
     if member_seeds is None:
         return env_class(**kwargs, device=device, seed=seed)
-    seeds = _check_member_seeds(target, member_seeds)
+    seeds = _check_member_seeds(str(env_cfg["_target_"]), member_seeds)
     if supports_members(env_class):
         return env_class(**kwargs, device=device, seed=seeds[0], member_seeds=seeds)
     return PopulationEnv(lambda member_seed: env_class(**kwargs, device=device, seed=member_seed), seeds)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -17,9 +18,16 @@ from pathlib import Path
 import workbench
 from workbench.sweep.driver import budget_used
 from workbench.sweep.factory import ENV_WORKER
+from workbench.errors import EXIT_REFUSED, OneLineArgumentParser, flatten, one_line, refuse
+from workbench.sweep.errors import SweepConfigError
+from workbench.sweep.files import check_sweep_file, find_sweep_file, sweep_dirs
 from workbench.sweep.space import format_value
-from workbench.sweep.storage import ENV_STORAGE, load_study, resolve_storage
+from workbench.sweep.storage import ENV_STORAGE, check_storage, load_study, resolve_storage
 from workbench.sweep.summary import summary_table, write_csv
+from workbench.tracking.secrets import scrub_text
+
+PROG = "workbench sweep"
+OPTIONS = "--workers, --n-trials, --storage, --storage-file, --study-name"
 
 REPO_ROOT = Path(workbench.__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -43,16 +51,19 @@ def stop_with_parent(parent: int):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="workbench sweep",
+    p = OneLineArgumentParser(
+        prog=PROG,
         description="Run an Optuna sweep (sweeps/<name>.yaml) with N local worker processes.",
         epilog="Extra arguments are Hydra overrides for every trial, e.g. env.num_envs=256. "
-        "The storage URL is handed to workers in $WORKBENCH_SWEEP_STORAGE, never in a config.",
+        "The storage URL is handed to workers in $WORKBENCH_SWEEP_STORAGE, never in a config or on a "
+        "command line; give it without a command line with --storage-file or $WORKBENCH_SWEEP_STORAGE.",
     )
     p.add_argument("name", help="sweep file name in sweeps/ (without .yaml)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--n-trials", type=int, help="total trials of the study (all workers, all restarts)")
     p.add_argument("--storage", help="Optuna RDB URL or journal file path (default: sweeps_db/<study>.journal)")
+    p.add_argument("--storage-file", type=Path,
+                   help="a file whose first line is the storage URL: keeps a password off the command line")
     p.add_argument("--study-name", help="study name (default: the sweep name)")
     p.add_argument("--app", default="workbench.cli", help=argparse.SUPPRESS)  # tests/bench: a fake app module
     return p
@@ -71,26 +82,88 @@ def worker_command(app: str, name: str, args: argparse.Namespace, extra: list[st
     return cmd + extra
 
 
+def _storage_url(args: argparse.Namespace) -> str | None:
+    if args.storage and args.storage_file:
+        refuse(PROG, "give --storage or --storage-file, not both")
+    if args.storage_file is None:
+        return args.storage
+    try:
+        lines = args.storage_file.read_text().strip().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        refuse(PROG, f"--storage-file {args.storage_file}: cannot read it ({getattr(err, 'strerror', err)}); "
+                     "it must hold the storage URL on its first line")
+    if not lines or not lines[0].strip():
+        refuse(PROG, f"--storage-file {args.storage_file} is empty; it must hold the storage URL on its first line")
+    return lines[0].strip()
+
+
+def _check_arguments(args: argparse.Namespace, extra: list[str]) -> None:
+    """Refuse, in one line, what the workers would otherwise refuse with Hydra's usage text."""
+    for arg in extra:
+        if arg.startswith("-"):
+            refuse(PROG, f"unknown option {arg.split('=', 1)[0]!r}; options: {OPTIONS} "
+                         "(other arguments are Hydra overrides key=value)")
+        if "=" not in arg and not arg.startswith("~"):  # ~key deletes a key: an override without '='
+            refuse(PROG, f"unexpected argument {arg!r}: not an option ({OPTIONS}) nor a Hydra override key=value")
+    for flag, value in (("--workers", args.workers), ("--n-trials", args.n_trials)):
+        if value is not None and value < 1:
+            refuse(PROG, f"{flag}={value} is not allowed: must be >= 1")
+    path = find_sweep_file(args.name, extra)
+    if path is not None:
+        check_sweep_file(path)
+    elif args.app == "workbench.cli":
+        dirs = sweep_dirs(extra)
+        known = sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
+        refuse(PROG, f"no sweep named {args.name!r} in {', '.join(map(str, dirs))}; available: {', '.join(known)}")
+
+
+def _secret_overrides(extra: list[str]) -> list[str]:
+    return [arg for arg in extra if scrub_text(arg) != arg]
+
+
+def _validate(cmd: list[str], env: dict[str, str], name: str) -> int:
+    """The workers' own validation, once: a dry run that creates the study and starts no trial."""
+    check = subprocess.run(cmd + ["hydra.sweeper.dry_run=true"], env=env, stderr=subprocess.PIPE, text=True)
+    if check.returncode == 0:
+        sys.stderr.write(check.stderr)
+        return 0
+    lines = [line for line in check.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    ours = [line for line in lines if line.startswith("workbench train: error: ")]
+    if ours:
+        reason = ours[-1].removeprefix("workbench train: error: ")
+    elif any(line.startswith("Traceback") for line in lines):  # an app that is not ours crashed
+        reason = lines[-1]
+    else:  # Hydra's own report of an error: a message over several lines
+        reason = flatten("\n".join(lines)) or f"exit status {check.returncode}"
+    print(f"{PROG}: error: the sweep {name!r} is invalid: {scrub_text(reason)}; no trial started", file=sys.stderr)
+    return EXIT_REFUSED
+
+
 def sweep_main(argv: list[str]) -> int:
     args, extra = _parser().parse_known_args(argv)
-    if args.workers < 1:
-        print("workbench sweep: --workers must be >= 1", file=sys.stderr)
-        return 2
+    storage = _storage_url(args)
+    try:
+        _check_arguments(args, extra)
+        if storage or os.environ.get(ENV_STORAGE):
+            check_storage(resolve_storage(storage, args.study_name or args.name, Path.cwd()))
+    except SweepConfigError as err:
+        refuse(PROG, f"{one_line(err)}; no trial started")
     env = dict(os.environ)
-    if args.storage:
-        env[ENV_STORAGE] = args.storage
+    if storage:
+        env[ENV_STORAGE] = storage
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one core a worker, numpy included
         env.setdefault(var, "1")
-    cmd = worker_command(args.app, args.name, args, extra)
+    secret = _secret_overrides(extra) if args.app == "workbench.cli" else []
+    if secret:  # a worker's command line is visible to every user of the machine; its environment is not
+        from workbench.cli import ENV_OVERRIDES
 
-    # Validate once (bad sweep file: one clear error, non-zero exit) and create the study.
-    supervised = stop_with_parent(os.getpid())
-    check = subprocess.run(cmd + ["hydra.sweeper.dry_run=true"], env=env, preexec_fn=supervised)
-    if check.returncode != 0:
-        print(f"workbench sweep: the sweep {args.name!r} is invalid (see above); no trial started",
-              file=sys.stderr)
+        env[ENV_OVERRIDES] = json.dumps(secret)
+    cmd = worker_command(args.app, args.name, args, [arg for arg in extra if arg not in secret])
+    # Validate once (a bad sweep file: one line, exit 2) and create the study.
+    if _validate(cmd, env, args.name):
         return EXIT_INVALID
+    supervised = stop_with_parent(os.getpid())
 
     workers = [subprocess.Popen(cmd, env={**env, ENV_WORKER: str(i)}, preexec_fn=supervised)
                for i in range(args.workers)]
@@ -110,11 +183,11 @@ def sweep_main(argv: list[str]) -> int:
         return EXIT_INTERRUPTED
 
     study_name = args.study_name or args.name
-    spec = resolve_storage(args.storage, study_name, Path.cwd())
+    spec = resolve_storage(storage, study_name, Path.cwd())
     try:
         study = load_study(spec, study_name)
     except Exception as exc:  # e.g. the storage went away: the trials are still stored
-        print(f"workbench sweep: no summary: {exc}", file=sys.stderr)
+        print(f"{PROG}: no summary: {one_line(exc)}", file=sys.stderr)
         return EXIT_UNFINISHED
     print(summary_table(study, args.n_trials))
     path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)

@@ -29,6 +29,7 @@ from workbench.sweep.heartbeat import HEARTBEAT_KEY, enqueue_retry, reap_stale_t
 from workbench.sweep.space import SearchSpace
 from workbench.sweep.storage import StorageSpec, budget_lock
 from workbench.sweep.summary import progress_line
+from workbench.tracking.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class StudyDriver:
         if frozen.state != TrialState.RUNNING:
             return
         try:
-            storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason[:2000])
+            storage.set_trial_user_attr(frozen._trial_id, "fail_reason", scrub_text(reason)[:2000])
             storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return

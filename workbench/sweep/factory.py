@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from typing import Any, Iterable
 
 import optuna
@@ -19,7 +20,9 @@ def _instantiate(node: Any, what: str, base: type) -> Any:
     from hydra.utils import instantiate
 
     try:
-        obj = instantiate(node)
+        with warnings.catch_warnings():  # TPE's group=True, a documented choice, is "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            obj = instantiate(node)
     except Exception as exc:  # ImportError, a bad keyword, a bad value
         cause = exc.__cause__ or exc
         raise SweepConfigError(
@@ -34,7 +37,9 @@ def _instantiate(node: Any, what: str, base: type) -> Any:
 
 def make_sampler(node: Any) -> optuna.samplers.BaseSampler:
     if not node:
-        return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True)
     return _instantiate(node, "sampler", optuna.samplers.BaseSampler)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,14 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+from workbench.sweep.errors import StorageError
+
 ENV_STORAGE = "WORKBENCH_SWEEP_STORAGE"
 DEFAULT_DIR = "sweeps_db"
+STORAGE_FORMS = ("a journal file path, sqlite:///PATH or postgresql+psycopg://user@host:5432/db "
+                 "(password in $PGPASSWORD, ~/.pgpass or --storage-file)")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+REACH_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,60 @@ def resolve_storage(
     if not path.is_absolute():
         path = base_dir / path
     return StorageSpec(str(path.resolve()), "journal")
+
+
+def check_storage(spec: StorageSpec) -> None:
+    """Raise StorageError, in one line, when the storage cannot work; creates nothing."""
+    if spec.kind == "journal":
+        _check_writable_file(Path(spec.url), "journal file", spec.redacted)
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(spec.url)
+        url.get_dialect()
+    except NoSuchModuleError:  # an ArgumentError too: test it first
+        scheme = spec.url.split("://", 1)[0]
+        raise StorageError(f"storage {spec.redacted!r}: unknown scheme {scheme!r} (or its driver is not "
+                           f"installed); use {STORAGE_FORMS}") from None
+    except ArgumentError:
+        raise StorageError(f"storage {spec.redacted!r} is not a database URL; use {STORAGE_FORMS}") from None
+    if url.get_backend_name() == "sqlite":
+        if spec.path is not None:
+            _check_writable_file(spec.path, "SQLite file", spec.redacted)
+        return
+    if url.host:  # no host: a local socket, which the driver reports on clearly itself
+        _check_reachable(url.host, url.port or _DEFAULT_PORTS.get(url.get_backend_name()), spec.redacted)
+
+
+def _check_writable_file(path: Path, what: str, shown: str) -> None:
+    if path.is_dir():
+        raise StorageError(f"storage {shown}: {path} is a directory, not a {what}; name a file inside it "
+                           f"(e.g. {path / 'study.journal'})")
+    existing = path if path.exists() else next(p for p in path.parents if p.exists())
+    if existing != path and not existing.is_dir():
+        raise StorageError(f"storage {shown}: {what} {path} is not writable: {existing} is a file, not a directory")
+    try:
+        if existing == path:
+            with open(path, "ab"):  # opens for writing, changes nothing
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=existing):  # gone as soon as it is closed
+                pass
+    except OSError as err:
+        raise StorageError(f"storage {shown}: {what} {path} is not writable ({err.strerror} in "
+                           f"{existing})") from None
+
+
+def _check_reachable(host: str, port: int | None, shown: str) -> None:
+    if port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as err:
+        raise StorageError(f"storage {shown}: database server not reachable at {host}:{port} "
+                           f"({err.strerror or err or type(err).__name__}); start it or fix the URL") from None
 
 
 def redact(url: str) -> str:

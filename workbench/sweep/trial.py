@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from workbench.sweep.heartbeat import Heartbeat, enqueue_retry
 from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, is_bad
 from workbench.sweep.storage import ENV_STORAGE, StorageSpec, load_study, redact
+from workbench.tracking.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def _callbacks(trial: optuna.Trial, on_iteration, on_end=None):
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> TrialOutcome:
     log.warning("trial %d failed: %s", trial.number, reason)
     try:
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("fail_reason", scrub_text(reason))  # the study storage is on disk too
         study.tell(trial, state=TrialState.FAIL)
     except Exception as exc:  # already finished (e.g. reaped): keep the first verdict
         log.warning("trial %d: could not record the failure: %s", trial.number, exc)

@@ -1,14 +1,16 @@
 """``workbench runs [DIR]``: a table of the local W&B runs."""
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence
 
 import pandas as pd
 
+from ..errors import OneLineArgumentParser, one_line, refuse
 from .reader import find_wandb_files, read_run
+
+PROG = "workbench runs"
 
 DEFAULT_ROOTS = ("outputs", "multirun")
 COLUMNS = ["id", "group", "state", "frames", "final_return", "path"]
@@ -74,15 +76,30 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _check_root(root: str) -> None:
+    """A directory to search, or one .wandb file that reads as a W&B run."""
+    path = Path(root)
+    if not path.exists():
+        refuse(PROG, f"no such directory: {root} (give run or output directories, or .wandb files)")
+    if path.is_dir():
+        return
+    if path.suffix != ".wandb":
+        refuse(PROG, f"{root} is not a directory or a .wandb file (give run or output directories, "
+                     "or .wandb files)")
+    try:
+        read_run(path)
+    except Exception as exc:  # noqa: BLE001 - the file is not what it claims: say so in one line
+        refuse(PROG, f"{root} is not a readable W&B run file: {one_line(exc)}")
+
+
 def runs_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="workbench runs", description="List local W&B runs.")
+    parser = OneLineArgumentParser(prog=PROG, description="List local W&B runs.")
     parser.add_argument("dirs", nargs="*", help="directories to search (default: ./outputs ./multirun)")
     parser.add_argument("--all", action="store_true", help="also list runs replaced by a fallback run")
     args = parser.parse_args(list(argv))
     roots = args.dirs or list(DEFAULT_ROOTS)
-    missing = [d for d in args.dirs if not Path(d).exists()]
-    if missing:
-        parser.error(f"no such directory: {', '.join(missing)}")
+    for root in args.dirs:
+        _check_root(root)
     table = list_runs(roots, include_superseded=args.all)
     if table.empty:
         print(f"no W&B runs under {', '.join(roots)}")

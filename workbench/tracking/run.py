@@ -11,8 +11,10 @@ import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Set
 
@@ -28,6 +30,11 @@ _MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 EVAL_RETURN = "eval/episode_reward"
 # Fallback attempts per Tracker; past this, metrics stay in memory only.
 MAX_RECOVERIES = 2
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+# How long the reachability probe of the W&B server waits; a server that does not answer in time
+# is left to wandb.init (and its init_timeout), only a refused connection is decided here.
+PROBE_TIMEOUT_S = 2.0
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 # run.finish() can return before wandb-core has flushed the file; readers right
 # after training (tests, the sweeper) need it whole, so finish waits this long.
 FLUSH_WAIT_S = 30.0
@@ -79,6 +86,28 @@ def _settings(mode: str, logger: LoggerConfig) -> Any:
     )
     known = wandb.Settings.model_fields
     return wandb.Settings(**{k: v for k, v in wanted.items() if k in known})
+
+
+class ServerRefused(ConnectionError):
+    """The W&B server refused the connection: going online cannot work, fall back at once."""
+
+
+def check_server_accepts(base_url: Optional[str] = None) -> None:
+    """Raise ServerRefused when nothing listens at the W&B server's address, so an online run falls
+    back to offline at once instead of waiting its whole init_timeout. Through a proxy the
+    direct address says nothing, so it is not probed."""
+    if any(os.environ.get(var) for var in _PROXY_VARS):
+        return
+    url = urlsplit(base_url or os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL)
+    if not url.hostname:
+        return
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+    except ConnectionRefusedError:
+        raise ServerRefused(f"the W&B server at {url.hostname}:{port} refused the connection") from None
+    except OSError:  # slow or unresolvable: wandb.init decides, within init_timeout
+        pass
 
 
 def _run_dirs(wandb_dir: Path) -> Set[Path]:
@@ -254,6 +283,8 @@ class Tracker:
     def _init(self, mode: str) -> Any:
         import wandb
 
+        if mode == "online":
+            check_server_accepts()
         lg = self.logger
         run = wandb.init(
             project=lg.project,

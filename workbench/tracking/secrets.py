@@ -8,8 +8,9 @@ from typing import Any, Iterable, List, Mapping, Optional
 MASK = "***"
 
 # scheme://user:password@host -> scheme://user:***@host. Userinfo cannot hold
-# '/', '?', '#' or '@' unencoded (RFC 3986), which bounds the password.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)(?P<pw>[^/?#@\s]+)@")
+# '/', '?', '#' or '@' unencoded (RFC 3986), which bounds the password. Also in Hydra's
+# escaped form (https\://user\:pw@host), which is how overrides are passed and logged.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*\\?://[^:/?#@\s]*:)(?P<pw>[^/?#@\s]+)@")
 # Config keys whose string values are credentials whatever they look like.
 _SECRET_KEY = re.compile(r"(api_?key|password|passwd|secret|token|credential)", re.IGNORECASE)
 # Environment variables whose values must never be echoed.
