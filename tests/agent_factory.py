@@ -74,8 +74,13 @@ def apply_gradients(agent: PPO, name: str, loss: torch.Tensor) -> dict:
     agent.flat[name].zero_grad()
     with quiet_layout_warning():
         loss.sum().backward()
-    logs = agent.step_network(name, agent.active)
-    return {k: v.reshape(-1)[0] for k, v in logs.items()}
+    out = {}
+    for key, value in agent.step_network(name, agent.active).items():
+        if isinstance(key, tuple):  # a [P, layers] block of per-layer norms
+            out.update({k: value[0, i] for i, k in enumerate(key)})
+        else:
+            out[key] = value.reshape(-1)[0]
+    return out
 
 
 def member_obs(obs: torch.Tensor) -> TensorDict:

@@ -211,7 +211,7 @@ def critic_loss(agent, scale=1.0):
 def adam_state(optimizer: MemberAdam):
     """MemberAdam's whole state: moments, step counts, LRs (and member 0's torch-format view of it)."""
     return {"exp_avg": optimizer.exp_avg.clone(), "exp_avg_sq": optimizer.exp_avg_sq.clone(),
-            "steps": optimizer.steps.clone(), "lr": optimizer.lr.clone(),
+            "steps": torch.tensor(optimizer.steps), "lr": optimizer.lr.clone(),
             "member_0": copy.deepcopy(optimizer.member_state_dict(0, len(optimizer.flat.params))["state"])}
 
 

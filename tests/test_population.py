@@ -179,3 +179,25 @@ def test_bad_population_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "num_steps" in lines[0], done.stderr
     assert not any(run_dir.glob("member_*"))
+
+
+@pytest.mark.slow
+def test_a_population_of_8_learns_like_8_single_runs():
+    """The pendulum, 8 seeds: as a population and as 8 single runs. Members start as their single
+    runs and drift apart chaotically, so the check is statistical: both sets learned, and their
+    final evaluation returns are indistinguishable (two-sided Mann-Whitney U)."""
+    from scipy.stats import mannwhitneyu
+
+    from conftest import compose_config
+    from workbench.train import build_agent, build_population
+    from workbench.train_population import member_configs
+
+    budget = ["logger.mode=disabled", "env.num_envs=64", "agent.batch_size=512", "agent.training_max_steps=200000",
+              "agent.evaluator.eval_metrics_every=1000", "torch_threads=1"]
+    seeds = list(range(8))
+    cfg = compose_config(budget + [f"population.seeds={seeds}"])
+    population_returns = [m["eval/episode_reward"] for m in build_population(member_configs(cfg), [None] * 8).fit()]
+    single_returns = [build_agent(compose_config(budget + [f"seed={s}"]), None).fit()[0]["eval/episode_reward"]
+                      for s in seeds]
+    assert min(population_returns) > -600 and min(single_returns) > -600  # random: about -1200
+    assert mannwhitneyu(population_returns, single_returns).pvalue > 0.01, (population_returns, single_returns)

@@ -64,8 +64,8 @@ class Evaluator:
         done_ids = torch.empty(0, dtype=torch.long, device=device)
         for _ in range(self.config.max_eval_steps):
             obs = env.reset(done_ids)
-            mu, _ = actor.distribution(obs.clone(False).reshape(P, n))
-            step = env.step(mu.reshape(P * n, -1))
+            mu, _ = actor.distribution(obs.clone(False))  # the env's member-major [P * n] batch
+            step = env.step(mu)
             ep_return += step.reward.view(P, n)
             ep_length += 1
             dones = step.dones.view(P, n)

@@ -27,7 +27,14 @@ class GradStep:
     norm_before_clip: torch.Tensor
     norm_after_clip: torch.Tensor
     bad: torch.Tensor  # bool
-    layer_norms: dict[str, torch.Tensor]
+    layer_names: list[str]
+    layer_block: torch.Tensor | None  # [P, num_params] per-parameter norms (with check_grad_mag)
+
+    @property
+    def layer_norms(self) -> dict[str, torch.Tensor]:
+        if self.layer_block is None:
+            return {}
+        return {name: self.layer_block[:, i] for i, name in enumerate(self.layer_names)}
 
 
 def inspect_and_clip(flat: FlatParameters, clip_val: torch.Tensor, check_magnitude: bool, fail_on_bad: bool,
@@ -46,8 +53,7 @@ def inspect_and_clip(flat: FlatParameters, clip_val: torch.Tensor, check_magnitu
     if bool((coef < 1.0).any()):
         flat.grad.mul_(coef.unsqueeze(1))
     after = total * coef
-    layers = ({n: per_param_sq[:, i].sqrt() for i, n in enumerate(flat.names)} if check_magnitude else {})
-    return GradStep(total, after, bad, layers)
+    return GradStep(total, after, bad, flat.names, per_param_sq.sqrt() if check_magnitude else None)
 
 
 def _describe_bad(flat: FlatParameters, name: str, bad: torch.Tensor, total: torch.Tensor) -> str:

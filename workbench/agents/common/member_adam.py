@@ -10,6 +10,8 @@ written in torch.optim.Adam's ``state_dict`` format, so single-run checkpoints l
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from workbench.agents.common.flat_params import FlatParameters
@@ -34,19 +36,18 @@ class MemberAdam:
         self.param_index = param_index if param_index is not None else list(range(len(flat.params)))
         self.exp_avg = torch.zeros_like(flat.data)
         self.exp_avg_sq = torch.zeros_like(flat.data)
-        self.steps = torch.zeros(P, dtype=torch.float64, device=device)
+        self.steps = [0] * P  # each member's own step count (bias corrections)
 
     @torch.no_grad()
     def step(self, mask: torch.Tensor) -> None:
         """One Adam step for the members where ``mask`` ([P] bool) is true."""
-        if not self.flat.params:
+        chosen = mask.tolist()
+        if not self.flat.params or not any(chosen):
             return
-        everyone = bool(mask.all())
-        if not everyone and not bool(mask.any()):
-            return
+        everyone = all(chosen)
+        self.steps = [s + 1 if c else s for s, c in zip(self.steps, chosen)]
         param, grad = self.flat.data, self.flat.grad
         b1, b2 = self.beta1, self.beta2
-        self.steps.add_(mask.to(self.steps.dtype))
         rows = mask.unsqueeze(1)
         if not everyone:  # a skipped member's gradient may be NaN: it must not reach its moments
             grad = grad.masked_fill(~rows, 0.0)
@@ -60,18 +61,24 @@ class MemberAdam:
             keep2 = torch.where(rows, b2, 1.0).to(param.dtype)
             self.exp_avg.lerp_(grad, 1 - keep1)
             self.exp_avg_sq.mul_(keep2).addcmul_(grad, grad * (1 - keep2))
-        steps = self.steps.clamp(min=1.0)
-        bias1 = 1 - b1 ** steps
-        bias2_sqrt = (1 - b2 ** steps).sqrt()
-        step_size = torch.where(mask, self.lr / bias1, 0.0).to(param.dtype).unsqueeze(1)
-        denom = (self.exp_avg_sq.sqrt() / bias2_sqrt.to(param.dtype).unsqueeze(1)).add_(self.eps)
+        # bias corrections from each member's own step count, in float64 as torch's Adam does
+        lrs = self.lr.tolist()
+        step_sizes = [lr / (1 - b1 ** max(s, 1)) if c else 0.0 for lr, s, c in zip(lrs, self.steps, chosen)]
+        bias2_sqrt = [math.sqrt(1 - b2 ** max(s, 1)) for s in self.steps]
         if self.weight_decay and self.decoupled:
-            param.mul_(1 - torch.where(mask, self.lr * self.weight_decay, 0.0).to(param.dtype).unsqueeze(1))
-        update = (self.exp_avg * step_size).div_(denom)  # torch's order: (step_size * m) / denom
-        if everyone:
-            param.sub_(update)
-        else:
-            param.sub_(update.masked_fill_(~rows, 0.0))
+            decay = [1 - lr * self.weight_decay if c else 1.0 for lr, c in zip(lrs, chosen)]
+            param.mul_(self._column(decay) if len(set(decay)) > 1 else decay[0])
+        if everyone and len(set(step_sizes)) == 1 and len(set(bias2_sqrt)) == 1:
+            # the common case (one member, or members in step with one LR): scalars, no [P, 1] columns
+            denom = self.exp_avg_sq.sqrt().div_(bias2_sqrt[0]).add_(self.eps)
+            param.sub_((self.exp_avg * step_sizes[0]).div_(denom))  # torch's order: (step_size * m) / denom
+            return
+        denom = self.exp_avg_sq.sqrt().div_(self._column(bias2_sqrt)).add_(self.eps)
+        update = (self.exp_avg * self._column(step_sizes)).div_(denom)
+        param.sub_(update if everyone else update.masked_fill_(~rows, 0.0))
+
+    def _column(self, values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=self.flat.data.dtype, device=self.flat.data.device).unsqueeze(1)
 
     # ------------------------------------------------------------------ one member's state
     def reset_member(self, member: int, lr: float) -> None:
@@ -116,7 +123,7 @@ class MemberAdam:
                 self.exp_avg_sq[member, offset:offset + size].copy_(entry["exp_avg_sq"].reshape(-1))
                 steps = float(entry["step"])
             offset += size
-        self.steps[member] = steps
+        self.steps[member] = int(steps)
 
 
 def adam_kwargs(config) -> dict:

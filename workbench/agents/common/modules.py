@@ -19,7 +19,7 @@ from torch import nn
 
 from workbench.agents.common import config as cfgs
 from workbench.agents.common.running_mean_std import RunningMeanStd
-from workbench.agents.common.stacked import StackedLayerNorm, StackedLinear, stacked_linear
+from workbench.agents.common.stacked import StackedLayerNorm, StackedLinear
 from workbench.agents.common.tanh import tanh as fast_tanh
 
 ACTIVATIONS = {
@@ -41,7 +41,7 @@ def make_activation(name: str | None) -> nn.Module:
 # layers are therefore not run; hook the MLP's container module instead. Tanh goes through
 # workbench's tanh (faster on large CPU batches, see tanh.py).
 _DIRECT_CALLS = {
-    StackedLinear: lambda m, x: stacked_linear(x, m.weight, m.bias) if m.in_features is not None else m(x),
+    StackedLinear: lambda m, x: m.apply_to(x) if m.in_features is not None else m(x),
     nn.Tanh: lambda m, x: fast_tanh(x),
     nn.ReLU: lambda m, x: torch.relu(x),
     nn.Identity: lambda m, x: x,
@@ -61,7 +61,8 @@ class LayerSequence(nn.Sequential):
 
 # ---------------------------------------------------------------- module ops
 class Forward:
-    """Flatten to [P, samples, features], normalise, run the network, reshape back."""
+    """Flatten to [P, samples, features] ([samples, features] for one member), normalise, run the
+    network, reshape back. The input is [P, B, ...] or a member-major [P * B, ...] batch."""
 
     member_aware = True  # sees the member dimension; the other ops see [P * batch, ...]
 
@@ -69,11 +70,13 @@ class Forward:
         pass
 
     def __call__(self, x: torch.Tensor, module: "NormalizedConcat") -> torch.Tensor:
-        lead = x.shape[:-1]
-        flat = x.reshape(x.shape[0], -1, x.shape[-1]) if x.dim() > 3 else x
-        flat = module.normalize(flat)
-        y = module.network(flat)
-        return y.reshape(*lead, y.shape[-1]) if x.dim() > 3 else y
+        features = x.shape[-1]
+        if module.num_members == 1:
+            flat = x if x.dim() == 2 else x.reshape(-1, features)
+        else:
+            flat = x.reshape(module.num_members, -1, features)
+        y = module.network(module.normalize(flat))
+        return y if y.dim() == x.dim() and x.dim() == 2 else y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 class Permute:
@@ -160,13 +163,16 @@ class NormalizedConcat(TensorDictModuleBase):
         return torch.cat([td.get(k) for k in self.in_keys], dim=-1)
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
+        """``td``: a [P, B] batch, or a member-major [P * B] one (the rollout's env batch)."""
         x = self.concat_inputs(td)
+        members_first = td.batch_dims == 2
         for op in self.operations:
-            if getattr(op, "member_aware", False):
-                x = op(x, self)
-            else:  # the reference's ops act on a batch: members and samples are one batch here
+            if members_first and not getattr(op, "member_aware", False):
+                # the reference's ops act on a batch: members and samples are one batch here
                 y = op(x.reshape(-1, *x.shape[2:]), self)
                 x = y.reshape(self.num_members, -1, *y.shape[1:])
+            else:
+                x = op(x, self)
         td.set(self.out_keys[0], self.finish(x))
         return td
 

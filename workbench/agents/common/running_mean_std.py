@@ -1,7 +1,8 @@
 """Running moments for observation and reward normalisation (float64 buffers), per member.
 
 Every buffer has a leading member dimension: ``mean``/``var`` are ``[P, *shape]``, ``count`` is
-``[P]``. Inputs are ``[P, batch, *shape]`` and each member's moments come from its own rows.
+``[P]``. Inputs are ``[P, batch, *shape]`` and each member's moments come from its own rows; a
+population of one may also pass ``[batch, *shape]``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class RunningMeanStd(nn.Module):
     @torch.no_grad()
     def update(self, x: torch.Tensor, members: torch.Tensor | None = None) -> None:
         """Record ``x`` ([P, B, *shape]); only the members where ``members`` is set, if given."""
+        if x.dim() == len(self.shape) + 1:  # one member's [B, *shape]
+            x = x.unsqueeze(0)
         mean_b, var_b, n_b = batch_moments(x)
         if self.ema_decay is not None:
             d = self.ema_decay
@@ -63,27 +66,33 @@ class RunningMeanStd(nn.Module):
     def _expand(self, per_member: torch.Tensor) -> torch.Tensor:
         return per_member.view(self.num_members, *([1] * len(self.shape)))
 
-    def _moments(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean, sqrt(var + eps) and clamp as [P, 1, *shape] in ``dtype``, recomputed only after the
-        float64 buffers change."""
-        key = (dtype, self.mean.device, self.mean._version, self.var._version, id(self.mean), id(self.var))
-        cached = getattr(self, "_cache", None)
+    def _moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float | torch.Tensor]:
+        """Mean, sqrt(var + eps) and the clamp, shaped to broadcast over ``x`` and in its dtype;
+        recomputed only after the float64 buffers change. The clamp is a float when every member
+        has the same (the normal case: one clamp op)."""
+        single = x.dim() == len(self.shape) + 1  # a population of one without its member dim
+        key = (x.dtype, single, self.mean.device, self.mean._version, self.var._version, id(self.mean),
+               id(self.var))
+        cached = self.__dict__.get("_cache")
         if cached is None or cached[0] != key:
-            view = (self.num_members, 1, *self.shape)
-            clamp = self.clamp_value.view(self.num_members, *([1] * (len(self.shape) + 1)))
-            cached = (key, self.mean.to(dtype).view(view), (self.var + EPS).sqrt().to(dtype).view(view),
-                      clamp.to(dtype))
-            self._cache = cached
+            view = self.shape if single else (self.num_members, 1, *self.shape)
+            clamp = self.clamp_value
+            if bool((clamp == clamp[0]).all()):
+                clamp = float(clamp[0])
+            else:
+                clamp = clamp.view(self.num_members, *([1] * (len(self.shape) + 1))).to(x.dtype)
+            cached = (key, self.mean.to(x.dtype).view(view), (self.var + EPS).sqrt().to(x.dtype).view(view), clamp)
+            self.__dict__["_cache"] = cached
         return cached[1], cached[2], cached[3]
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: [P, B, *shape]."""
-        mean, std, clamp = self._moments(x.dtype)
+        """``x``: [P, B, *shape] (or [B, *shape] for one member)."""
+        mean, std, clamp = self._moments(x)
         centred = x - mean if self.shift_mean else x
         return _clamp(centred / std, clamp)
 
     def unnorm(self, y: torch.Tensor) -> torch.Tensor:
-        mean, std, clamp = self._moments(y.dtype)
+        mean, std, clamp = self._moments(y)
         x = _clamp(y, clamp) * std
         return x + mean if self.shift_mean else x
 
@@ -106,7 +115,9 @@ class RunningMeanStd(nn.Module):
         self.count[member] = float(state["count"])
 
 
-def _clamp(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+def _clamp(x: torch.Tensor, bound: float | torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(bound):
+        return x.clamp(-bound, bound)
     return torch.maximum(torch.minimum(x, bound), -bound)
 
 

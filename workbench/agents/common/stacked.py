@@ -3,7 +3,9 @@
 A population of P agents keeps every weight as a stack, ``[P, out, in]``, and every activation
 as ``[P, batch, features]``; one ``baddbmm`` then runs all P linear layers at once, so the
 per-call overhead of a small network is paid once for the population instead of P times.
-A population of one is the single agent: the stack has length 1.
+A population of one is the single agent: the stack has length 1, and its activations are plain
+``[batch, features]`` run through torch's own ``linear`` (on small matrices batched matmul takes
+another kernel, whose rounding differs in the last bit, and a single run must stay what it was).
 
 Initialisation matches ``nn.LazyLinear``'s (PyTorch's default: weights and biases uniform in
 +-1/sqrt(fan_in)), drawn per member from that member's generator, in the order the layers first
@@ -42,13 +44,18 @@ def _uniform_(t: torch.Tensor, bound: float, generator: torch.Generator | None) 
             t.copy_(torch.empty(t.shape).uniform_(-bound, bound, generator=generator))
 
 
-def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``x`` [P, B, in] through P linear layers. One member runs torch's own linear: on small
-    matrices batched matmul takes another kernel, whose rounding differs in the last bit, and a
-    single run must stay what it was."""
-    if weight.shape[0] == 1:
-        return nn.functional.linear(x[0], weight[0], bias[0]).unsqueeze(0)
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+def member_zero(module: nn.Module, *names: str) -> tuple[torch.Tensor, ...]:
+    """Member 0's slices of ``module``'s parameters, for a population of one. Without autograd they
+    are cached views (the optimizer updates them in place); with it, a fresh select each call."""
+    params = [getattr(module, name) for name in names]
+    if torch.is_grad_enabled():  # squeeze, not select: its backward is a view, no zero-filled copy
+        return tuple(p.squeeze(0) for p in params)
+    key = tuple(p.data_ptr() for p in params)
+    cached = module.__dict__.get("_member_zero")
+    if cached is None or cached[0] != key:
+        cached = (key, tuple(p.detach()[0] for p in params))
+        module.__dict__["_member_zero"] = cached
+    return cached[1]
 
 
 class StackedLinear(nn.Module):
@@ -78,9 +85,16 @@ class StackedLinear(nn.Module):
         _uniform_(self.bias[member], bound, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: [P, B, in], or [B, in] for a population of one."""
         if self.in_features is None:
             self.materialise(x.shape[-1], x.device)
-        return stacked_linear(x, self.weight, self.bias)
+        return self.apply_to(x)
+
+    def apply_to(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # one member: torch's own linear, bit for bit what a plain nn.Linear gives
+            weight, bias = member_zero(self, "weight", "bias")
+            return nn.functional.linear(x, weight, bias)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
     def extra_repr(self) -> str:
         return f"members={self.num_members}, in_features={self.in_features}, out_features={self.out_features}"
@@ -102,6 +116,9 @@ class StackedLayerNorm(nn.Module):
             self.bias[member].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # one member
+            weight, bias = member_zero(self, "weight", "bias")
+            return nn.functional.layer_norm(x, (self.features,), weight, bias, self.eps)
         normed = nn.functional.layer_norm(x, (self.features,), eps=self.eps)
         return torch.addcmul(self.bias.unsqueeze(1), normed, self.weight.unsqueeze(1))
 

@@ -109,7 +109,7 @@ class PPO(BaseAgent):
         # the member's stream, in the order a single run's first forward draws them
         self.model.actor.generators = self.noise_generators
         with torch.no_grad(), initialising(self.init_generators):
-            self.model(self._member_view(obs.clone()))
+            self.model(obs.clone())
         self.actor_layers, self.critic_layers = member_layers(self.model.actor), member_layers(self.model.critic)
         self.normalizers = {name: [m for m in module.modules() if isinstance(m, NormalizedConcat)]
                             for name, module in zip(NETWORKS, (self.model.actor, self.model.critic))}
@@ -135,9 +135,9 @@ class PPO(BaseAgent):
         self.time_offsets = [0.0] * P  # training time of earlier runs a member resumed
         self.last_eval: list[dict[str, float]] = [{} for _ in range(P)]
 
-    def _member_view(self, td: TensorDict) -> TensorDict:
-        """[P * N] env batch -> [P, N] member batch (a view)."""
-        return td.view(self.num_members, -1)
+    def _members(self, x: torch.Tensor) -> torch.Tensor:
+        """A member-major [P * N, ...] env-batch tensor as [P, N, ...] (a view)."""
+        return x.view(self.num_members, self.num_envs, *x.shape[1:])
 
     # ------------------------------------------------------------------ single-agent conveniences
     @property
@@ -171,10 +171,10 @@ class PPO(BaseAgent):
 
         for t in range(T):
             obs = self.env.reset(self.done.view(-1).nonzero().squeeze(-1))
-            td = self.model(self._member_view(obs.clone(False)))
-            step = self.env.step(td.get("action").reshape(P * N, -1))
+            td = self.model(obs.clone(False))  # the env's member-major [P * N] batch
+            step = self.env.step(td.get("action"))
             dones = step.dones.view(P, N)
-            row = {**{k: td.get(k) for k in self.obs_keys + list(MODEL_KEYS)},
+            row = {**{k: self._members(td.get(k)) for k in self.obs_keys + list(MODEL_KEYS)},
                    "rewards": step.reward.view(P, N), "dones": dones, "terminated": step.terminated.view(P, N)}
             if not buf:
                 buf = {k: torch.empty((P, T, *v.shape[1:]), dtype=v.dtype, device=dev) for k, v in row.items()}
@@ -186,7 +186,7 @@ class PPO(BaseAgent):
             # step's next values all come from one critic pass after the loop.
             if t < T - 1 and step.truncated.any():
                 truncated = (step.truncated & ~step.terminated).view(P, N)
-                final_values = self.model.critic(self._member_view(step.obs.clone(False))).get("value")
+                final_values = self._members(self.model.critic(step.obs.clone(False)).get("value"))
                 buf["next_value"][:, t] = torch.where(truncated.unsqueeze(-1), final_values, buf["next_value"][:, t])
             for key, value in step.extras.items():
                 if not key.startswith("raw/"):
@@ -235,7 +235,7 @@ class PPO(BaseAgent):
         during collection), the next step's value otherwise, and one critic pass after the last step."""
         running = ~buf["dones"][:, :-1].unsqueeze(-1)
         buf["next_value"][:, :-1] = torch.where(running, buf["value"][:, 1:], buf["next_value"][:, :-1])
-        buf["next_value"][:, -1] = self.model.critic(self._member_view(last_obs.clone(False))).get("value")
+        buf["next_value"][:, -1] = self._members(self.model.critic(last_obs.clone(False)).get("value"))
         buf["next_value"].mul_(~buf.pop("terminated").unsqueeze(-1))
 
     # ------------------------------------------------------------------ targets
@@ -264,8 +264,9 @@ class PPO(BaseAgent):
                          REWARDS.post_norm_reward: buf["rewards"].reshape(P, -1).mean(1)})
         logs[REWARDS.task_rewards] = buf["rewards"].reshape(P, -1).mean(1)
 
-        advantages = losses.compute_gae(rewards, values, next_values, buf["dones"], self.hp.column("gamma", torch.float64),
-                                        self.hp.column("tau", torch.float64), time_dim=1)
+        advantages = losses.compute_gae(rewards, values, next_values, buf["dones"],
+                                        self.hp.knob("gamma", torch.float64), self.hp.knob("tau", torch.float64),
+                                        time_dim=1)
         returns = advantages + values
         if c.normalize_rewards:
             returns = through(norm.norm, returns)
@@ -274,7 +275,8 @@ class PPO(BaseAgent):
             member = int((~finite).nonzero()[0])
             raise FloatingPointError(f"non-finite returns of member {member} at epoch {self.epochs[member]}")
         buf["returns"] = returns.unsqueeze(-1)
-        buf["advantages"] = advantages * self.hp.column("task_reward_w").unsqueeze(-1)
+        weight = self.hp.knob("task_reward_w")
+        buf["advantages"] = advantages * (weight.unsqueeze(-1) if torch.is_tensor(weight) else weight)
         return logs
 
     # ------------------------------------------------------------------ optimisation
@@ -358,7 +360,8 @@ class PPO(BaseAgent):
         self.optimizers[name].step(members & ~step.bad)
         logs = {grad_norm_before_clip(name): step.norm_before_clip, grad_norm_after_clip(name): step.norm_after_clip,
                 bad_grads_count(name): step.bad.float()}
-        logs.update({grad_layer(name, layer): norm for layer, norm in step.layer_norms.items()})
+        if step.layer_block is not None:  # one [P, layers] block, split into keys only at the end
+            logs[tuple(grad_layer(name, layer) for layer in step.layer_names)] = step.layer_block
         return logs
 
     def adapt_learning_rates(self, batch: TensorDict, mu: torch.Tensor) -> dict[str, torch.Tensor]:

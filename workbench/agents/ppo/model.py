@@ -52,17 +52,25 @@ class PPOActor(TensorDictModuleBase):
         self.generators: Sequence[torch.Generator] | None = None  # None: the global generator
 
     def distribution(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
-        """Action mean and (broadcast) log std for the observations in ``td``."""
+        """Action mean and (broadcast) log std for the observations in ``td`` ([P, B] or a
+        member-major [P * B] batch)."""
         mu = self.mu(td).get(self.mu_key)
-        return mu, self.logstd.unsqueeze(1).expand_as(mu)
+        if self.num_members == 1:
+            return mu, self.logstd.expand_as(mu) if mu.dim() == 2 else self.logstd.unsqueeze(1).expand_as(mu)
+        per_member = self.logstd.unsqueeze(1).expand(self.num_members, mu.numel() // mu.shape[-1] // self.num_members,
+                                                     mu.shape[-1])
+        return mu, per_member.reshape(mu.shape)
 
     def sample_noise(self, like: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise shaped like ``like`` ([P, ...]), member p's from its own generator."""
+        """Standard normal noise shaped like ``like`` (members first), member p's from its own generator."""
         if self.generators is None:
             return torch.randn_like(like)
+        if len(self.generators) == 1:
+            return torch.randn(like.shape, generator=self.generators[0], device=like.device, dtype=like.dtype)
         noise = torch.empty_like(like)
+        rows = noise.view(len(self.generators), -1)
         for member, generator in enumerate(self.generators):
-            torch.randn(like.shape[1:], generator=generator, out=noise[member])
+            torch.randn(rows.shape[1:], generator=generator, out=rows[member])
         return noise
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:

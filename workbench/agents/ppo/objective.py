@@ -37,25 +37,26 @@ def actor_objective(model: PPOModel, batch: TensorDictBase, hp: MemberHyperparam
     actor = model.actor
     mu, logstd = actor.distribution(batch)
     ratio = torch.exp(batch.get("neglogp") - gaussian_neglogp(batch.get("action"), mu, logstd))
-    e_clip = hp.column("e_clip")
-    ppo = losses.ppo_actor_loss(batch.get("advantages"), ratio, hp.column("e_clip", torch.float64))
-    bounds = losses.bounds_loss(mu, hp.column("bounds_loss_coef"))
+    e_clip = hp.knob("e_clip", torch.float64)
+    ppo = losses.ppo_actor_loss(batch.get("advantages"), ratio, e_clip)
+    bounds_coef = hp.knob("bounds_loss_coef")
+    bounds = torch.zeros_like(ppo) if bounds_coef == 0 else losses.bounds_loss(mu, bounds_coef)
     smooth = l2c2_terms(model, batch, mu, l2c2) if l2c2.enabled else {}
     model_loss = _per_member(model.compute_model_loss(batch), ppo)
     weighted_l2c2 = smooth.get(ACTOR.l2c2_weighted, torch.zeros_like(ppo))
     total = ppo + bounds + weighted_l2c2 + model_loss
     entropy = losses.gaussian_entropy(logstd).mean(-1)
     if actor.config.learnable_std:
-        total = total - hp.entropy_coef.to(total.dtype) * entropy
+        total = total - _as_tensor_of(hp.knob("entropy_coef"), total) * entropy
 
     with torch.no_grad():  # diagnostics: no autograd graph for them
         r = ratio.detach()
         logs = {ACTOR.ppo_loss: ppo, ACTOR.bounds_loss: bounds, ACTOR.extra_loss: weighted_l2c2,
                 ACTOR.model_loss: model_loss, ACTOR.entropy: entropy,
-                ACTOR.clip_frac: losses.clip_fraction(r, e_clip), ACTOR.approx_kl: losses.approx_kl(r),
+                ACTOR.clip_frac: losses.clip_fraction(r, hp.knob("e_clip")), ACTOR.approx_kl: losses.approx_kl(r),
                 ACTOR.ratio_mean: r.mean(-1), ACTOR.ratio_std: r.std(-1), ACTOR.ratio_max: r.amax(-1), **smooth}
         if actor.config.learnable_std:
-            logs[ACTOR.entropy_loss] = -hp.entropy_coef.to(entropy.dtype) * entropy
+            logs[ACTOR.entropy_loss] = -_as_tensor_of(hp.knob("entropy_coef"), entropy) * entropy
             logs[ACTOR.std_mean] = torch.exp(actor.logstd).mean(-1)
         else:
             logs[ACTOR.entropy_loss] = torch.zeros_like(ppo)
@@ -85,7 +86,7 @@ def critic_objective(model: PPOModel, batch: TensorDictBase, hp: MemberHyperpara
     """The critic loss per member ([P]) and its diagnostics."""
     old_values, returns = batch.get("value").squeeze(-1), batch.get("returns").squeeze(-1)
     values = model.critic(batch).get("value").squeeze(-1)
-    value_loss, value_clip_frac = losses.critic_loss(values, old_values, returns, hp.column("e_clip"),
+    value_loss, value_clip_frac = losses.critic_loss(values, old_values, returns, hp.knob("e_clip"),
                                                      _clip_flag(hp))
     model_loss = _per_member(model.compute_model_loss(batch), value_loss)
     total = value_loss + model_loss
@@ -106,6 +107,11 @@ def _clip_flag(hp: MemberHyperparams) -> bool | torch.Tensor:
     if hp.uniform("clip_critic_loss"):
         return bool(hp.clip_critic_loss[0])
     return hp.clip_critic_loss.unsqueeze(1)
+
+
+def _as_tensor_of(knob: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A per-member column as [P] to scale a [P] value; a float as it is."""
+    return knob.to(like.dtype).reshape(-1) if torch.is_tensor(knob) else knob
 
 
 def _per_member(loss: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -75,6 +75,8 @@ class MemberHyperparams:
         self.refresh()
 
     def refresh(self) -> None:
+        self._columns: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
         def floats(path: str, none: float = math.inf) -> torch.Tensor:
             values = [get_path(c, path) for c in self.configs]
             return torch.tensor([none if v is None else float(v) for v in values], dtype=torch.float64,
@@ -110,8 +112,19 @@ class MemberHyperparams:
         self.refresh()
 
     def column(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``name`` as [P, 1] in ``dtype``: broadcasts over each member's samples."""
-        return getattr(self, name).to(dtype).unsqueeze(1)
+        """``name`` as [P, 1] in ``dtype``: broadcasts over each member's samples (made once)."""
+        key = (name, dtype)
+        if key not in self._columns:
+            self._columns[key] = getattr(self, name).to(dtype).unsqueeze(1)
+        return self._columns[key]
+
+    def knob(self, name: str, dtype: torch.dtype = torch.float32) -> float | torch.Tensor:
+        """``name`` as a Python float when every member has the same value (the ops, and their
+        rounding, are then exactly a single run's), else as a [P, 1] column."""
+        values = getattr(self, name)
+        if self.uniform(name):
+            return float(values[0])
+        return self.column(name, dtype)
 
     def uniform(self, name: str) -> bool:
         """True when every member has the same value (a single-agent fast path may apply)."""
