@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 from workbench import analysis
 from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.fake.harness import REPO_ROOT, open_study, run, sweep_cli_cmd, write_sweep
-from workbench.sweep.multiobjective import CostTracker, Objectives, check_pruner_for, parse_objectives
+from workbench.sweep.multiobjective import CostTracker, Objectives, check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.storage import StorageSpec, open_storage
 from workbench.sweep.summary import pareto_front, summary_rows, summary_table
@@ -61,12 +61,15 @@ def test_bad_objectives_are_refused_in_one_line(direction, objective, message):
         parse_objectives(direction, objective)
 
 
-def test_multi_objective_studies_refuse_pruners():
+def test_multi_objective_studies_refuse_pruners_and_single_objective_samplers():
     objectives = parse_objectives(**MO)
+    tpe = optuna.samplers.TPESampler()
     with pytest.raises(SweepConfigError, match="PercentilePruner cannot prune a multi-objective study"):
-        check_pruner_for(objectives, optuna.pruners.PercentilePruner(50.0), None)
-    check_pruner_for(objectives, optuna.pruners.NopPruner(), None)
-    check_pruner_for(parse_objectives("maximize", {}), optuna.pruners.MedianPruner(), None)  # one objective: fine
+        check_multi_objective(objectives, tpe, optuna.pruners.PercentilePruner(50.0), None)
+    check_multi_objective(objectives, tpe, optuna.pruners.NopPruner(), None)
+    check_multi_objective(parse_objectives("maximize", {}), tpe, optuna.pruners.MedianPruner(), None)  # one objective: fine
+    with pytest.raises(SweepConfigError, match="CmaEsSampler handles one objective only"):
+        check_multi_objective(objectives, optuna.samplers.CmaEsSampler(), optuna.pruners.NopPruner(), None)
 
 
 # ---- the costs --------------------------------------------------------------------------

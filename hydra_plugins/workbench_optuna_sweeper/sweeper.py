@@ -29,7 +29,7 @@ from workbench.sweep.errors import StorageError, SweepConfigError
 from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
                                      seed_sampler_for_worker)
 from workbench.sweep.heartbeat import Heartbeat
-from workbench.sweep.multiobjective import check_pruner_for, parse_objectives
+from workbench.sweep.multiobjective import check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
 from workbench.sweep.storage import ENV_STORAGE, StorageSpec, check_storage, open_storage, resolve_storage
@@ -126,7 +126,7 @@ class WorkbenchOptunaSweeper(Sweeper):
         pruner = make_pruner(conf.get("pruner"))
         check_sampler(sampler, [p.name for p in space.searched])
         check_pruner(pruner, objective.seeds)
-        check_pruner_for(objectives, pruner, objective.seeds)
+        check_multi_objective(objectives, sampler, pruner, objective.seeds)
         study_name = self._study_name()
         base_dir = Path(self.config.hydra.runtime.cwd)
         spec = resolve_storage(conf.get("storage"), study_name, base_dir, str(conf.storage_dir))

@@ -99,11 +99,20 @@ def settings_for(settings: ObjectiveSettings, objectives: Objectives) -> Objecti
     return dataclasses.replace(settings, metric=objectives.metrics[0])
 
 
-def check_pruner_for(objectives: Objectives, pruner: Any, seeds: Any) -> None:
-    """Optuna's ``trial.report`` takes one value, so a multi-objective trial cannot be pruned."""
+# samplers that raise on a multi-objective study once their start-up trials are done
+SINGLE_OBJECTIVE_SAMPLERS = ("CmaEsSampler",)
+
+
+def check_multi_objective(objectives: Objectives, sampler: Any, pruner: Any, seeds: Any) -> None:
+    """What a multi-objective study cannot have, refused before any trial. Optuna's
+    ``trial.report`` takes one value, so a multi-objective trial cannot be pruned."""
     if not objectives.multi:
         return
     import optuna
+
+    if type(sampler).__name__ in SINGLE_OBJECTIVE_SAMPLERS:
+        raise SweepConfigError(f"hydra.sweeper.sampler: {type(sampler).__name__} handles one objective only; "
+                               "with several directions use TPESampler (the default), NSGAIISampler or RandomSampler")
 
     if not isinstance(pruner, optuna.pruners.NopPruner):
         raise SweepConfigError(f"hydra.sweeper.pruner: {type(pruner).__name__} cannot prune a multi-objective "
