@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -113,3 +114,20 @@ def test_run_diagnostics_defaults_to_the_latest_run(real_sweep, monkeypatch):  #
     images, text = outputs(notebook)
     latest = analysis.latest_run(real_sweep.root)
     assert images == 7 and latest.name.rsplit("-", 1)[-1] in text  # its run id
+
+
+@pytest.mark.slow
+def test_sweep_analysis_shows_the_pareto_front_of_a_multi_objective_study(tmp_path, monkeypatch):
+    from test_sweep_multiobjective import brute_force_front, random_study
+
+    study = random_study(tmp_path)
+    expected = brute_force_front(study.get_trials(deepcopy=False), ["maximize", "minimize"])
+    env = {"WORKBENCH_STORAGE": str(tmp_path / "sweeps_db" / "mo.journal"), "WORKBENCH_STUDY": "mo",
+           "WORKBENCH_ROOT": "/nonexistent"}
+    notebook = execute("sweep_analysis", env, monkeypatch)
+    front_cell = next(c for c in notebook.cells if c.source == "wa.pareto_front(trials)")
+    table = front_cell.outputs[0]["data"]["text/html"]  # rows: <th>index</th><td>trial number</td>...
+    shown = {int(n) for n in re.findall(r"<tr>\s*<th>\d+</th>\s*<td>(\d+)</td>", table)}
+    assert shown == expected
+    plot_cell = next(c for c in notebook.cells if "wa.plot_pareto_front" in c.source)
+    assert any("image/png" in out.get("data", {}) for out in plot_cell.outputs)

@@ -11,6 +11,9 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class ObjectiveConf:
     metric: str = "eval/episode_reward"  # logged metric the objective is made of
+    # multi-objective: one entry per direction, e.g. [eval/episode_reward, time/wall_seconds]
+    # or [eval/episode_reward, "frames_to:-300"] (workbench/sweep/multiobjective.py); replaces `metric`
+    metrics: Optional[List[str]] = None
     window: int = 3  # objective = mean of the metric's last `window` values
     fallback_metric: Optional[str] = None  # used only while `metric` has not appeared yet
     report_every: int = 1  # trial.report every K training iterations (step = iteration)
@@ -33,7 +36,7 @@ class WorkbenchOptunaSweeperConf:
     # constant_liar=True); null pruner: NopPruner.
     sampler: Optional[Any] = None
     pruner: Optional[Any] = None
-    direction: str = "maximize"
+    direction: Any = "maximize"  # or a list, [maximize, minimize]: a multi-objective study
     study_name: Optional[str] = None  # default: the sweep file's name (`+sweep=<name>`)
     # journal file path or Optuna RDB URL; default $WORKBENCH_SWEEP_STORAGE, else
     # <original cwd>/<storage_dir>/<study_name>.journal
@@ -66,7 +69,7 @@ class OptunaCompatSweeperConf(WorkbenchOptunaSweeperConf):
 
     # _self_ first: its `sampler: None` must not overwrite the group's sampler
     defaults: List[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}])
-    direction: str = "minimize"
+    direction: Any = "minimize"
 
 
 # hydra-optuna-sweeper's sampler group; TPE keeps the workbench's defaults (see docs/sweeps.md)

@@ -29,6 +29,7 @@ from workbench.sweep.errors import StorageError, SweepConfigError
 from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
                                      seed_sampler_for_worker)
 from workbench.sweep.heartbeat import Heartbeat
+from workbench.sweep.multiobjective import check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
 from workbench.sweep.storage import ENV_STORAGE, StorageSpec, check_storage, open_storage, resolve_storage
@@ -118,14 +119,14 @@ class WorkbenchOptunaSweeper(Sweeper):
         n_trials = int(conf.n_trials)
         if n_trials < 1:
             raise SweepConfigError(f"hydra.sweeper.n_trials must be >= 1, got {n_trials}")
-        direction = str(conf.direction).lower()
-        if direction not in ("maximize", "minimize"):
-            raise SweepConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
+        objectives = parse_objectives(_plain_direction(conf.direction), OmegaConf.to_container(conf.objective))
+        directions = list(objectives.directions)
         sampler_node, seed_note = seed_sampler_for_worker(conf.get("sampler"), _worker_index())
         sampler = make_sampler(sampler_node)
         pruner = make_pruner(conf.get("pruner"))
         check_sampler(sampler, [p.name for p in space.searched])
         check_pruner(pruner, objective.seeds)
+        check_multi_objective(objectives, sampler, pruner, objective.seeds)
         study_name = self._study_name()
         base_dir = Path(self.config.hydra.runtime.cwd)
         spec = resolve_storage(conf.get("storage"), study_name, base_dir, str(conf.storage_dir))
@@ -142,23 +143,26 @@ class WorkbenchOptunaSweeper(Sweeper):
                 storage=open_storage(spec),
                 sampler=sampler,
                 pruner=pruner,
-                direction=direction,
+                directions=directions,
                 load_if_exists=True,
             )
         except Exception as exc:  # e.g. a journal file that is not one, a database that refuses us
             raise StorageError(f"storage {spec.redacted}: cannot open the study: {one_line(exc)}") from None
-        if study.direction.name.lower() != direction:
+        existing = [d.name.lower() for d in study.directions]
+        if existing != directions:
             raise SweepConfigError(
-                f"study {study_name!r} exists with direction {study.direction.name.lower()}; "
-                f"this sweep asks for {direction}: use another study_name"
+                f"study {study_name!r} exists with direction {_directions_text(existing)}; "
+                f"this sweep asks for {_directions_text(directions)}: use another study_name"
             )
+        study.set_user_attr("objective_metrics", list(objectives.metrics))  # the report's axis labels
         study.set_user_attr("search_space", scrub_secrets({k: str(v) for k, v in params.items()}))
         study.set_user_attr("n_trials", n_trials)  # `workbench sweep` judges its exit code by it
         heartbeat = HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat, resolve=True))
         driver = StudyDriver(study, spec, space, n_trials, heartbeat, bool(conf.wait_for_running), _say)
         _say(f"study {study_name} on {spec.redacted}: {n_trials} trials, "
              f"{len(space.searched)} searched parameters, sampler {type(sampler).__name__}, "
-             f"pruner {type(pruner).__name__}")
+             f"pruner {type(pruner).__name__}" + (f", objectives {_objectives_text(objectives)}"
+                                                  if objectives.multi else ""))
         if seed_note:
             _say(seed_note)
         if conf.dry_run:
@@ -245,6 +249,18 @@ class WorkbenchOptunaSweeper(Sweeper):
             f"++logger.name={format_value(f'{study_name}-{number}')}",  # the trial's W&B run: <study>-<n>
             "++logger.job_type=sweep-trial",
         ]
+
+
+def _plain_direction(node: Any) -> Any:
+    return OmegaConf.to_container(node) if isinstance(node, ListConfig) else node
+
+
+def _objectives_text(objectives: Any) -> str:
+    return ", ".join(f"{m} ({d})" for m, d in zip(objectives.metrics, objectives.directions))
+
+
+def _directions_text(directions: List[str]) -> str:
+    return directions[0] if len(directions) == 1 else f"[{', '.join(directions)}]"
 
 
 def _worker_index() -> int | None:

@@ -129,4 +129,7 @@ def long_history(histories: dict[int, pd.DataFrame], keys: list[str] | None = No
     for number, history in histories.items():
         part = history if keys is None else history.reindex(columns=[STEP, *[k for k in keys if k != STEP]])
         parts.append(part.assign(trial=number))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["trial"])
+    if parts:
+        return pd.concat(parts, ignore_index=True)
+    # no history at all (runs gone): the asked-for columns still exist, so callers can select them
+    return pd.DataFrame(columns=["trial", *([STEP, *[k for k in keys if k != STEP]] if keys else [])])

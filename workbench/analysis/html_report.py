@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from .figures import figure_data_uri
 from .histories import Histories, join_histories
 from .importance import param_importances
+from .pareto import is_multi_objective, pareto_front, plot_pareto_front
 from .study import best_and_worst, load_study, param_columns, param_name, storage_spec
 from .sweep_plots import (plot_learning_curves, plot_objective_vs_params, plot_parallel_coordinates,
                           plot_param_importances, plot_pruning_efficiency, plot_training_diagnostics,
@@ -92,7 +93,8 @@ def missing_items(frame: pd.DataFrame, histories: Histories) -> list[str]:
 
 
 def _plots(frame: pd.DataFrame, histories: Histories) -> list[tuple[str, Callable[[], Figure]]]:
-    return [
+    front = [("Pareto front", lambda: plot_pareto_front(frame))] if is_multi_objective(frame) else []
+    return front + [
         ("Objective vs each parameter", lambda: plot_objective_vs_params(frame)),
         ("Learning curves (coloured by objective)", lambda: plot_learning_curves(frame, histories)),
         ("Clip fractions and gradient norms: best and worst trial", lambda: plot_training_diagnostics(frame, histories)),
@@ -102,12 +104,18 @@ def _plots(frame: pd.DataFrame, histories: Histories) -> list[tuple[str, Callabl
     ]
 
 
+def _objective_text(frame: pd.DataFrame) -> str:
+    if is_multi_objective(frame):
+        return "objectives " + ", ".join(f"{m} ({d})" for m, d in zip(frame.attrs["objective_metrics"],
+                                                                       frame.attrs["directions"]))
+    return f"direction {frame.attrs.get('direction', '?')} · objective {frame.attrs.get('objective_metric') or '-'}"
+
+
 def render_html(frame: pd.DataFrame, histories: Histories, report: HtmlReport) -> str:
     study = frame.attrs.get("study_name", "?")
     parts = [f"<h1>Sweep report: {html.escape(study)}</h1>",
-             f"<p class='meta'>storage {html.escape(frame.attrs.get('storage', ''))} · direction "
-             f"{html.escape(frame.attrs.get('direction', '?'))} · objective "
-             f"{html.escape(str(frame.attrs.get('objective_metric') or '-'))} · written "
+             f"<p class='meta'>storage {html.escape(frame.attrs.get('storage', ''))} · "
+             f"{html.escape(_objective_text(frame))} · written "
              f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"]
     report.missing = missing_items(frame, histories)
     if report.missing:
@@ -116,12 +124,20 @@ def render_html(frame: pd.DataFrame, histories: Histories, report: HtmlReport) -
     if not frame.empty:
         counts = frame["state"].value_counts().rename_axis("state").reset_index(name="trials")
         parts += ["<h2>Trials by state</h2>", _table(counts)]
+        if is_multi_objective(frame):
+            front = pareto_front(frame)
+            parts += [f"<h2 id='pareto'>Pareto front: {len(front)} trials</h2>",
+                      "<p>No other complete trial is at least as good in every objective and better in one "
+                      "(Optuna's <code>study.best_trials</code>). The rest of the report ranks trials by the "
+                      "first objective.</p>", _table(front)]
         best, worst = best_and_worst(frame)
         if best is not None:
             row = frame.loc[frame["number"] == best].iloc[0]
             params = pd.DataFrame({"parameter": [param_name(c) for c in param_columns(frame)],
                                    "value": [row[c] for c in param_columns(frame)]})
-            parts += [f"<h2>Best trial: {best} (value {_fmt(row['value'])}, worst complete: trial {worst})</h2>",
+            by = f" by {frame.attrs['objective_metrics'][0]}" if is_multi_objective(frame) else ""
+            parts += [f"<h2>Best trial{html.escape(by)}: {best} (value {_fmt(row['value'])}, "
+                      f"worst complete: trial {worst})</h2>",
                       f"<p>W&amp;B run {html.escape(_fmt(row['wandb_run_id']))} · "
                       f"{html.escape(_fmt(row['output_dir']))}</p>", _table(params)]
         importances = param_importances(frame)

@@ -15,6 +15,7 @@ from workbench.sweep.storage import StorageSpec, open_storage, resolve_storage
 from .errors import StorageNotFoundError, StudyNotFoundError
 
 PARAM_PREFIX = "params_"
+VALUES_PREFIX = "values_"  # values_0, values_1, ...: one column per objective of a multi-objective study
 ATTR_COLUMNS = ("wandb_run_id", "wandb_run_dir", "output_dir", "objective_metric", "fail_reason")
 BASE_COLUMNS = ["number", "state", "value", "datetime_start", "datetime_complete", "duration_s",
                 "last_step", "frames", *ATTR_COLUMNS]
@@ -58,8 +59,13 @@ def open_study(storage: str | Path | None, study_name: str, base_dir: Path | Non
     return optuna.load_study(study_name=study_name, storage=backend)
 
 
-def _row(t: FrozenTrial) -> dict:
-    value = t.value if t.value is not None and math.isfinite(t.value) else math.nan
+def _finite(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else math.nan
+
+
+def _row(t: FrozenTrial, n_objectives: int = 1) -> dict:
+    # t.value raises in a multi-objective study: `value` is the first objective there
+    value = _finite(t.values[0] if t.values else None)
     row = {
         "number": t.number,
         "state": t.state.name,
@@ -71,6 +77,8 @@ def _row(t: FrozenTrial) -> dict:
         "frames": t.user_attrs.get("frames"),
     }
     row.update({a: t.user_attrs.get(a) for a in ATTR_COLUMNS})
+    if n_objectives > 1:  # Optuna's own trials_dataframe names them so too
+        row.update({f"{VALUES_PREFIX}{i}": _finite(t.values[i] if t.values else None) for i in range(n_objectives)})
     row.update({PARAM_PREFIX + k: v for k, v in t.params.items()})
     return row
 
@@ -78,13 +86,19 @@ def _row(t: FrozenTrial) -> dict:
 def study_frame(study: optuna.Study, storage_label: str = "") -> pd.DataFrame:
     """One row per trial (sorted by number); what the plots need about the study goes in ``attrs``."""
     trials = study.get_trials(deepcopy=False)
-    frame = pd.DataFrame([_row(t) for t in trials])
+    directions = [d.name.lower() for d in study.directions]
+    multi = len(directions) > 1
+    frame = pd.DataFrame([_row(t, len(directions)) for t in trials])
     params = sorted({k for t in trials for k in t.params})
-    columns = BASE_COLUMNS + [PARAM_PREFIX + p for p in params]
+    values = [f"{VALUES_PREFIX}{i}" for i in range(len(directions))] if multi else []
+    columns = BASE_COLUMNS + values + (["pareto"] if multi else []) + [PARAM_PREFIX + p for p in params]
     frame = frame.reindex(columns=columns)
     if len(frame):
         frame = frame.sort_values("number", ignore_index=True)
     frame["value"] = frame["value"].astype(float)
+    if multi:  # the front, as Optuna computes it (study.best_trials)
+        front = {t.number for t in study.best_trials}
+        frame["pareto"] = frame["number"].isin(front)
     frame["last_step"] = frame["last_step"].astype("Int64")
     frame["frames"] = frame["frames"].astype("Int64")
     distributions: dict[str, str] = {}
@@ -92,9 +106,14 @@ def study_frame(study: optuna.Study, storage_label: str = "") -> pd.DataFrame:
         for name, dist in t.distributions.items():
             distributions.setdefault(name, distribution_to_json(dist))
     metrics = [m for m in frame["objective_metric"].dropna().unique()]
+    names = list(study.user_attrs.get("objective_metrics") or [])
+    if len(names) != len(directions):
+        names = [metrics[0] if metrics else "value"] if not multi else [f"objective {i}" for i in range(len(directions))]
     frame.attrs.update({
         "study_name": study.study_name,
-        "direction": study.direction.name.lower(),
+        "direction": directions[0],  # of `value` (the first objective of a multi-objective study)
+        "directions": directions,
+        "objective_metrics": names,  # one per direction
         "storage": storage_label,
         "distributions": distributions,  # JSON strings: rebuild trials for optuna.importance
         "objective_metric": metrics[0] if metrics else None,
@@ -108,7 +127,10 @@ def load_study(storage: str | Path | None, study_name: str, base_dir: Path | Non
     reported step), frames, wandb_run_id, wandb_run_dir, output_dir, objective_metric,
     fail_reason. ``storage`` is a journal path or an Optuna URL (None: ``sweeps_db/<study>.journal``
     under ``base_dir``, default the current directory, or ``$WORKBENCH_SWEEP_STORAGE``).
-    ``frame.attrs`` holds study_name, direction, storage (password redacted), distributions."""
+    A multi-objective study adds values_0, values_1, ... (one per objective; ``value`` is the
+    first) and ``pareto`` (on the front: ``study.best_trials``).
+    ``frame.attrs`` holds study_name, direction (of ``value``), directions, objective_metrics,
+    storage (password redacted), distributions."""
     spec = storage_spec(storage, study_name, base_dir)
     return study_frame(open_study(storage, study_name, base_dir), spec.redacted)
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import workbench
+from workbench.sweep.devices import DeviceError, check_available, parse_devices, worker_device
 from workbench.sweep.driver import budget_used
 from workbench.sweep.factory import ENV_WORKER
 from workbench.errors import EXIT_REFUSED, OneLineArgumentParser, flatten, one_line, refuse
@@ -27,7 +28,7 @@ from workbench.sweep.summary import summary_table, write_csv
 from workbench.tracking.secrets import scrub_text
 
 PROG = "workbench sweep"
-OPTIONS = "--workers, --n-trials, --storage, --storage-file, --study-name"
+OPTIONS = "--workers, --n-trials, --storage, --storage-file, --study-name, --devices"
 
 REPO_ROOT = Path(workbench.__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -65,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-file", type=Path,
                    help="a file whose first line is the storage URL: keeps a password off the command line")
     p.add_argument("--study-name", help="study name (default: the sweep name)")
+    p.add_argument("--devices", help="comma-separated devices, worker i gets the (i mod len)-th: "
+                   "cpu or cuda:N (e.g. cuda:0,cuda:1); a CUDA worker sees only its own GPU")
     p.add_argument("--app", default="workbench.cli", help=argparse.SUPPRESS)  # tests/bench: a fake app module
     return p
 
@@ -108,6 +111,8 @@ def _check_arguments(args: argparse.Namespace, extra: list[str]) -> None:
     for flag, value in (("--workers", args.workers), ("--n-trials", args.n_trials)):
         if value is not None and value < 1:
             refuse(PROG, f"{flag}={value} is not allowed: must be >= 1")
+    if args.devices is not None and any(arg.split("=", 1)[0].lstrip("+~") == "device" for arg in extra):
+        refuse(PROG, "give --devices or a device= override, not both")
     path = find_sweep_file(args.name, extra)
     if path is not None:
         check_sweep_file(path)
@@ -139,6 +144,27 @@ def _validate(cmd: list[str], env: dict[str, str], name: str) -> int:
     return EXIT_REFUSED
 
 
+def _devices(args: argparse.Namespace) -> list[str] | None:
+    if args.devices is None:
+        return None
+    try:
+        devices = parse_devices(args.devices)
+        check_available(devices)
+    except DeviceError as err:
+        refuse(PROG, str(err))
+    return devices
+
+
+def _worker_launch(cmd: list[str], env: dict[str, str], devices: list[str] | None,
+                   worker: int) -> tuple[list[str], dict[str, str]]:
+    """Worker ``worker``'s command line and environment: its number and, with --devices, its device."""
+    env = {**env, ENV_WORKER: str(worker)}
+    if devices is None:
+        return cmd, env
+    device = worker_device(devices, worker, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return cmd + [device.override], {**env, **device.env}
+
+
 def sweep_main(argv: list[str]) -> int:
     args, extra = _parser().parse_known_args(argv)
     storage = _storage_url(args)
@@ -148,6 +174,7 @@ def sweep_main(argv: list[str]) -> int:
             check_storage(resolve_storage(storage, args.study_name or args.name, Path.cwd()))
     except SweepConfigError as err:
         refuse(PROG, f"{one_line(err)}; no trial started")
+    devices = _devices(args)
     env = dict(os.environ)
     if storage:
         env[ENV_STORAGE] = storage
@@ -160,13 +187,17 @@ def sweep_main(argv: list[str]) -> int:
 
         env[ENV_OVERRIDES] = json.dumps(secret)
     cmd = worker_command(args.app, args.name, args, [arg for arg in extra if arg not in secret])
-    # Validate once (a bad sweep file: one line, exit 2) and create the study.
-    if _validate(cmd, env, args.name):
+    # Validate once (a bad sweep file: one line, exit 2) and create the study; with worker 0's
+    # device, so a device the config refuses is caught here too.
+    launches = [_worker_launch(cmd, env, devices, i) for i in range(args.workers)]
+    if _validate(*launches[0], args.name):
         return EXIT_INVALID
     supervised = stop_with_parent(os.getpid())
 
-    workers = [subprocess.Popen(cmd, env={**env, ENV_WORKER: str(i)}, preexec_fn=supervised)
-               for i in range(args.workers)]
+    if devices is not None:
+        print("devices: " + ", ".join(f"worker {i} on {devices[i % len(devices)]}" for i in range(args.workers)))
+    workers = [subprocess.Popen(worker_cmd, env=worker_env, preexec_fn=supervised)
+               for worker_cmd, worker_env in launches]
     try:
         codes = [w.wait() for w in workers]
     except KeyboardInterrupt:

@@ -14,17 +14,40 @@ from optuna.trial import FrozenTrial, TrialState
 ATTR_COLUMNS = ("wandb_run_id", "output_dir", "fail_reason")
 
 
+def is_multi(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
 def _maximize(study: optuna.Study) -> bool:
-    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+    """Of the (first) objective: a multi-objective study's trials are ordered by it."""
+    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+
+
+def _first_value(t: FrozenTrial) -> float | None:
+    return t.values[0] if t.values else None  # t.value raises in a multi-objective study
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    names = study.user_attrs.get("objective_metrics") or []
+    return list(names) if len(names) == len(study.directions) else [f"objective_{i}" for i in range(len(study.directions))]
 
 
 def best_trial(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> FrozenTrial | None:
-    """The best COMPLETE trial (None if there is none yet); never raises."""
+    """The best COMPLETE trial (None if there is none yet, or the study has several objectives); never raises."""
+    if is_multi(study):
+        return None
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not done:
         return None
     return (max if _maximize(study) else min)(done, key=lambda t: t.value)
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The COMPLETE trials no other trial dominates (Optuna's ``best_trials``), best first by the
+    first objective; for one objective, the best trial(s)."""
+    front = study.best_trials
+    return sorted(front, key=lambda t: ((-1.0 if _maximize(study) else 1.0) * t.values[0], t.number))
 
 
 def progress_line(study: optuna.Study, n_trials: int | None = None) -> str:
@@ -34,6 +57,8 @@ def progress_line(study: optuna.Study, n_trials: int | None = None) -> str:
     total = f"/{n_trials}" if n_trials else ""
     best = best_trial(study, trials)
     best_text = f"best {best.value:.4g} (trial {best.number})" if best else "best -"
+    if is_multi(study):
+        best_text = f"Pareto front {len(study.best_trials)} trials"
     return (
         f"[{study.study_name}] {finished}{total} finished: {states[TrialState.COMPLETE]} complete, "
         f"{states[TrialState.PRUNED]} pruned, {states[TrialState.FAIL]} failed, "
@@ -48,8 +73,13 @@ def summary_rows(study: optuna.Study) -> list[dict[str, Any]]:
     order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
 
     def key(t: FrozenTrial):
-        usable = t.value is not None and math.isfinite(t.value)
-        return (order.get(t.state, 2), sign * t.value if usable else math.inf, t.number)
+        value = _first_value(t)
+        usable = value is not None and math.isfinite(value)
+        return (order.get(t.state, 2), sign * value if usable else math.inf, t.number)
+
+    multi = is_multi(study)
+    names = objective_names(study)
+    front = {t.number for t in study.best_trials} if multi else set()
 
     params = sorted({name for t in trials for name in t.params})
     rows = []
@@ -58,10 +88,13 @@ def summary_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "rank": rank,
             "number": t.number,
             "state": t.state.name,
-            "value": t.value,
+            "value": None if multi else t.value,
             "last_step": t.last_step,
             "duration_s": round(t.duration.total_seconds(), 2) if t.duration else None,
         }
+        if multi:  # one column per objective, and whether the trial is on the front
+            row.update({f"value.{n}": (t.values[i] if t.values else None) for i, n in enumerate(names)})
+            row["pareto"] = t.number in front
         row.update({f"params.{p}": t.params.get(p) for p in params})
         row.update({a: t.user_attrs.get(a) for a in ATTR_COLUMNS})
         rows.append(row)
@@ -84,6 +117,8 @@ def write_csv(study: optuna.Study, path: Path) -> Path:
 def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5) -> str:
     """Human-readable end-of-sweep summary: counts, the best trial's params, the top trials."""
     lines = [progress_line(study, n_trials)]
+    if is_multi(study):
+        return "\n".join(lines + pareto_lines(study))
     best = best_trial(study)
     if best is None:
         lines.append("no complete trial yet")
@@ -100,3 +135,21 @@ def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5
         value = "-" if row["value"] is None else f"{row['value']:.6g}"
         lines.append(f"{row['rank']:>4} {row['number']:>5} {row['state']:<8} {value:>12}")
     return "\n".join(lines)
+
+
+def pareto_lines(study: optuna.Study) -> list[str]:
+    """The end-of-sweep summary of a multi-objective study: the front, each trial's values and params."""
+    front = pareto_front(study)
+    names = objective_names(study)
+    directions = [d.name.lower() for d in study.directions]
+    if not front:
+        return ["no complete trial yet"]
+    lines = [f"Pareto front: {len(front)} trials that no other trial beats in "
+             + ", ".join(f"{n} ({d})" for n, d in zip(names, directions))]
+    widths = [max(12, len(n)) for n in names]
+    lines.append(f"{'trial':>5} " + " ".join(f"{n:>{w}}" for n, w in zip(names, widths)))
+    for t in front:
+        lines.append(f"{t.number:>5} " + " ".join(f"{v:>{w}.6g}" for v, w in zip(t.values, widths)))
+    for t in front:
+        lines.append(f"  trial {t.number}: " + ", ".join(f"{k}={v}" for k, v in t.params.items()))
+    return lines

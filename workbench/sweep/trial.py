@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from workbench.sweep.heartbeat import Heartbeat, enqueue_retry
+from workbench.sweep.multiobjective import (FINAL_EVAL_KEY, CostTracker, Objectives, missing_metric,
+                                            parse_objectives, settings_for)
 from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, is_bad
 from workbench.sweep.storage import ENV_STORAGE, StorageSpec, load_study, redact
 from workbench.tracking.secrets import scrub_text
@@ -35,7 +37,7 @@ class TrialOutcome:
 
     number: int
     state: str  # "COMPLETE", "PRUNED" or "FAIL"
-    value: float | None
+    value: float | list[float] | None  # a list in a multi-objective study
     fail_reason: str | None = None
 
 
@@ -55,7 +57,8 @@ def run_trial(
     they are read from the running Hydra job's config.
     """
     sweeper = _plain(sweeper if sweeper is not None else _hydra_sweeper_node())
-    settings = ObjectiveSettings.from_config(sweeper.get("objective"))
+    objectives = parse_objectives(sweeper.get("direction", "maximize"), sweeper.get("objective"))
+    settings = settings_for(ObjectiveSettings.from_config(sweeper.get("objective")), objectives)
     study_name = str(cfg.trial.study_name)
     number = int(cfg.trial.number)
     spec = _storage_for_job(cfg)
@@ -76,7 +79,7 @@ def run_trial(
 
     with Heartbeat(storage, trial_id, interval):
         try:
-            value = _train(cfg, Path(output_dir), run_training, trial, settings)
+            value = _train(cfg, Path(output_dir), run_training, trial, settings, objectives)
         except optuna.TrialPruned as exc:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d pruned: %s", number, exc)
@@ -95,7 +98,10 @@ def run_trial(
     return TrialOutcome(number, "COMPLETE", value)
 
 
-def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: ObjectiveSettings) -> float:
+def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: ObjectiveSettings,
+           objectives: Objectives | None = None) -> float | list[float]:
+    if objectives is not None and objectives.multi:
+        return _train_multi(cfg, output_dir, run_training, trial, settings, objectives)
     if settings.seeds:
         return _train_per_seed(cfg, output_dir, run_training, trial, settings)
     tracker = ObjectiveTracker(settings)
@@ -115,7 +121,51 @@ def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: Objecti
                 raise optuna.TrialPruned(f"iteration {iteration}, objective {value:.4g}")
 
     result = run_training(cfg, output_dir, _callbacks(trial, on_iteration, _on_end(trial, tracker, seen)))
+    _require_logged(settings.metric, seen)
     return _final_value(trial, tracker, result)
+
+
+def _train_multi(cfg, output_dir, run_training, trial, settings, objectives: Objectives) -> list[float]:
+    """Several objectives: no reports and no pruning (Optuna reports one value per step)."""
+    costs = CostTracker(settings, objectives)
+    seen = _Seen()
+
+    def on_iteration(iteration: int, metrics: Mapping[str, float]) -> None:
+        seen.update(metrics)
+        costs.update(metrics)
+        for metric, tracker in costs.windows.items():
+            if is_bad(tracker.value):
+                raise ObjectiveNotFinite(f"objective {metric} is {tracker.value} at iteration {iteration}")
+
+    callbacks = _callbacks(trial, on_iteration, _on_end(trial, costs.primary, seen, tuple(costs.windows)))
+    start = callbacks.on_start
+
+    def on_start(info: Mapping[str, Any]) -> None:  # the wall-time clock starts with the run
+        costs.start()
+        start(info)
+
+    callbacks.on_start = on_start
+    result = run_training(cfg, output_dir, callbacks)
+    try:
+        values = costs.values(getattr(result, "frames", None), getattr(result, "final_eval_return", None))
+    except ValueError as exc:
+        raise ObjectiveNotFinite(str(exc)) from None
+    for metric, value in zip(objectives.metrics, values):
+        if is_bad(value):
+            raise ObjectiveNotFinite(f"objective {metric} is {value}")
+    trial.set_user_attr("objective_metric", objectives.metrics[0])
+    trial.set_user_attr("objective_metrics", list(objectives.metrics))
+    if getattr(result, "frames", None) is not None:
+        trial.set_user_attr("frames", int(result.frames))
+    return values
+
+
+def _require_logged(metric: str, seen: "_Seen") -> None:
+    """A metric the training never logged (a typo) fails the trial instead of being replaced
+    by something else; the final evaluation return stands in only for its own key."""
+    reason = None if metric == FINAL_EVAL_KEY else missing_metric(metric, seen.keys)
+    if reason:
+        raise ObjectiveNotFinite(reason)
 
 
 def _train_per_seed(cfg, output_dir, run_training, trial, settings) -> float:
@@ -137,6 +187,7 @@ def _train_per_seed(cfg, output_dir, run_training, trial, settings) -> float:
 
         callbacks = _callbacks(trial, on_iteration, _on_end(trial, tracker, seen))
         result = run_training(run_cfg, output_dir / f"seed_{seed}", callbacks)
+        _require_logged(settings.metric, seen)
         values.append(_final_value(trial, tracker, result))
         trial.report(values[-1], step=index)
         if trial.should_prune():
@@ -162,8 +213,10 @@ class _Seen:
     def __init__(self) -> None:
         self.final_eval: float | None = None
         self.frames: float | None = None
+        self.keys: set[str] = set()  # every key logged so far: a misspelled objective is named
 
     def update(self, metrics: Mapping[str, float]) -> None:
+        self.keys.update(metrics)
         self.final_eval = metrics.get("eval/episode_reward", self.final_eval)
         self.frames = metrics.get("info/frames", self.frames)
 
@@ -201,12 +254,16 @@ def run_verdict(error: BaseException | None, tracker: ObjectiveTracker, final_ev
         return "FAIL", None
 
 
-def _on_end(trial: optuna.Trial, tracker: ObjectiveTracker, seen: _Seen):
+def _on_end(trial: optuna.Trial, tracker: ObjectiveTracker, seen: _Seen, required: tuple[str, ...] | None = None):
     """The run's last word: the W&B summary gets the trial's state and value, a pruned run
-    exits 0 (it did what was asked), and the trial keeps the frames it trained, pruned or not."""
+    exits 0 (it did what was asked), and the trial keeps the frames it trained, pruned or not.
+    ``required``: the metrics the trial needs logged (default: its objective metric)."""
 
     def on_end(error: BaseException | None) -> tuple[dict, int]:
         state, value = run_verdict(error, tracker, seen.final_eval)
+        needed = required if required is not None else (tracker.settings.metric,)
+        if state == "COMPLETE" and any(m != FINAL_EVAL_KEY and missing_metric(m, seen.keys) for m in needed):
+            state, value = "FAIL", None  # as the trial will be recorded
         try:
             if seen.frames is not None:
                 trial.set_user_attr("frames", int(seen.frames))

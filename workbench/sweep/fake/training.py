@@ -1,6 +1,7 @@
 """Synthetic training with the real ``run_training`` interface."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -55,6 +56,13 @@ def warm_up(cfg: DictConfig) -> None:
             out.write(f"{os.getpid()} {time.time()}\n")
 
 
+def _record_device(cfg: DictConfig, output_dir: Path) -> None:
+    """What this run was given (``workbench sweep --devices``): tests read it back."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seen = {"device": str(cfg.get("device")), "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    (output_dir / "fake_device.json").write_text(json.dumps(seen))
+
+
 def run_training(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> FakeTrainResult:
     fake = cfg.get("fake") or {}
     per_iter = int(cfg.env.num_envs) * int(cfg.agent.num_steps)
@@ -62,6 +70,7 @@ def run_training(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> Fa
     eval_every = int(cfg.agent.evaluator.eval_metrics_every)
     rng = random.Random(int(cfg.seed) * 7919 + hash(round(quality(cfg), 6)) % 1000)
     output_dir = Path(output_dir)
+    _record_device(cfg, output_dir)
     run_id = f"fake-{uuid.uuid4().hex[:8]}"
     if callbacks is not None and callbacks.on_start is not None:
         callbacks.on_start({"wandb_run_id": run_id, "wandb_run_dir": None, "output_dir": str(output_dir)})
