@@ -11,9 +11,10 @@ import yaml
 
 from workbench.tracking import read_run
 from workbench.tracking.reader import find_wandb_files
+from workbench.metric_names import INFO
 
 log = logging.getLogger(__name__)
-STEP = "info/frames"
+STEP = INFO.frames
 
 
 class Histories(dict):

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from workbench.tracking import RunData, read_run
 
+from ..metric_names import EVAL, INFO
 from .figures import message_figure, new_figure, short_key
 from .histories import STEP
 from .latest import latest_run
@@ -22,7 +23,7 @@ RUN_PANELS: dict[str, list[str | list[str]]] = {
                    ["critic/grad_norm_before_clip", "critic/grad_norm_after_clip"]],
     "adv_norm": ["adv_norm/raw_mean", "adv_norm/raw_std", "adv_norm/clamp_frac",
                  ["adv_norm/mean_ema", "adv_norm/std_ema"]],
-    "evaluation": [["eval/episode_reward", "info/episode_reward"], "info/episode_length",
+    "evaluation": [[EVAL.episode_reward, INFO.episode_reward], "info/episode_length",
                    "critic/explained_variance"],
 }
 
@@ -45,9 +46,9 @@ def run_summary(run: RunData) -> pd.DataFrame:
     rows = {
         "run id": run.run_id, "group": run.group, "job type": run.job_type, "state": run.state,
         "iterations": len(history), "frames": _last(history, STEP),
-        "final eval return": _last(history, "eval/episode_reward"),
-        "best eval return": history["eval/episode_reward"].max() if "eval/episode_reward" in history else math.nan,
-        "final train return": _last(history, "info/episode_reward"),
+        "final eval return": _last(history, EVAL.episode_reward),
+        "best eval return": history[EVAL.episode_reward].max() if EVAL.episode_reward in history else math.nan,
+        "final train return": _last(history, INFO.episode_reward),
         "e_clip": (run.config.get("agent") or {}).get("e_clip"),
         "tau": (run.config.get("agent") or {}).get("tau"),
         "path": str(run.run_dir),

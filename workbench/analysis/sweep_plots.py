@@ -11,6 +11,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..metric_names import EVAL
 from .figures import STATE_COLORS, message_figure, new_figure, readable_log_axis
 from .histories import STEP
 from .importance import param_importances
@@ -84,7 +85,7 @@ def plot_learning_curves(frame: pd.DataFrame, histories: dict[int, pd.DataFrame]
                          metric: str | None = None, x: str = STEP) -> Figure:
     """``metric`` over training, one line per trial, coloured by the trial's objective
     (pruned trials dashed)."""
-    metric = metric or frame.attrs.get("objective_metric") or "eval/episode_reward"
+    metric = metric or frame.attrs.get("objective_metric") or EVAL.episode_reward
     states = dict(zip(frame["number"], frame["state"]))
     values = dict(zip(frame["number"], frame["value"]))
     curves = {n: h for n, h in histories.items() if metric in h.columns and h[metric].notna().any()}

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..metric_names import EVAL, INFO
 from .study import best_and_worst, param_columns, param_name
 
 log = logging.getLogger(__name__)
-STEP = "info/frames"
+STEP = INFO.frames
 CLIP_KEYS = ["actor/clip_frac", "critic/value_clip_frac"]
 ACTOR_GRAD_KEYS = ["actor/grad_norm_before_clip", "actor/grad_norm_after_clip"]
 CRITIC_GRAD_KEYS = ["critic/grad_norm_before_clip", "critic/grad_norm_after_clip"]
@@ -39,7 +40,7 @@ def build_wandb_report(frame: pd.DataFrame, *, project: str, entity: str, title:
     import wandb_workspaces.reports.v2 as wr
 
     study = frame.attrs.get("study_name", "study")
-    metric = frame.attrs.get("objective_metric") or "eval/episode_reward"
+    metric = frame.attrs.get("objective_metric") or EVAL.episode_reward
     params = [param_name(c) for c in param_columns(frame)]
     runset = wr.Runset(entity=entity, project=project, name=study, filters=group_filter(study))
     knob_panels = [wr.ScatterPlot(title=f"{metric} vs {p}", x=wr.Config(p), y=wr.SummaryMetric(metric))

@@ -8,12 +8,16 @@ import yaml
 
 from workbench.sweep.errors import SweepConfigError
 
-SWEEP_DIRS = [Path(__file__).resolve().parent.parent.parent / "sweeps"]
-
-
 def sweep_dirs(overrides: list[str] = ()) -> list[Path]:
-    """sweeps/, then the ``sweep/`` folder of every ``hydra.searchpath=[file://DIR]`` override."""
-    dirs = list(SWEEP_DIRS)
+    """Where Hydra finds sweep files, in its order (hydra_plugins/workbench_searchpath.py): the user's
+    ``./conf/sweep/``, the packaged (or checkout's) ``conf/sweep/``, the user's ``./sweeps/``, then
+    the ``sweep/`` folder of every ``hydra.searchpath=[file://DIR]`` override."""
+    from workbench.packaged import conf_dir
+
+    dirs = []
+    for candidate in (Path.cwd() / "conf" / "sweep", conf_dir() / "sweep", Path.cwd() / "sweeps"):
+        if candidate.is_dir() and not any(candidate.resolve() == d.resolve() for d in dirs):
+            dirs.append(candidate)
     for override in overrides:
         key, _, value = override.partition("=")
         if key.lstrip("+") == "hydra.searchpath":

@@ -7,6 +7,7 @@ from typing import Any, Iterable, List, Optional, Sequence
 
 import pandas as pd
 
+from ..metric_names import EVAL, INFO
 from ..errors import OneLineArgumentParser, one_line, refuse
 from .reader import find_wandb_files, read_run
 
@@ -28,15 +29,15 @@ def _row(wandb_file: Path) -> dict:
         run = read_run(wandb_file)
     except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
         return dict(id=None, group=None, state=f"unreadable: {exc}", frames=None, final_return=None, path=str(wandb_file.parent))
-    final = _last(run.history, "eval/episode_reward")
+    final = _last(run.history, EVAL.episode_reward)
     if final is None:
-        final = _last(run.history, "info/episode_reward")
+        final = _last(run.history, INFO.episode_reward)
     state = run.state + (" (truncated)" if run.truncated else "")
     return dict(
         id=run.run_id,
         group=run.group,
         state=state,
-        frames=_last(run.history, "info/frames"),
+        frames=_last(run.history, INFO.frames),
         final_return=final,
         path=str(run.run_dir),
     )

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Set
 
+from ..metric_names import EVAL, INFO
 from .config import LoggerConfig
 from .reader import SUPERSEDED_MARKER, has_exit_record
 from .rows import RowStore
@@ -27,7 +28,7 @@ log = logging.getLogger("workbench.tracking")
 
 MODES = ("online", "offline", "disabled")
 _MODE_ALIASES = {"dryrun": "offline", "run": "online"}
-EVAL_RETURN = "eval/episode_reward"
+EVAL_RETURN = EVAL.episode_reward
 # Fallback attempts per Tracker; past this, metrics stay in memory only.
 MAX_RECOVERIES = 2
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -162,7 +163,7 @@ class Tracker:
         logger: LoggerConfig,
         output_dir: Path,
         *,
-        step_metric: str = "info/frames",
+        step_metric: str = INFO.frames,
         background: bool = False,
     ) -> "Tracker":
         """Start the run under ``<output_dir>/wandb/``. Never raises for W&B trouble.
@@ -274,7 +275,7 @@ class Tracker:
         frames = row.get(self.step_metric)
         if isinstance(frames, (int, float)):
             self._last_frames = frames
-        for key in (EVAL_RETURN, "info/episode_reward"):
+        for key in (EVAL_RETURN, INFO.episode_reward):
             value = row.get(key)
             if isinstance(value, (int, float)) and not math.isnan(value):
                 self._final[key] = value
