@@ -44,7 +44,10 @@ class WorkbenchConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
-    torch_threads: Optional[int] = None  # None = torch's default
+    # 1 by default: with more threads than free cores (a shared machine, sweep workers) torch's OpenMP
+    # threads wait on each other and a run slows 10-30x; one thread cannot collapse like that, and
+    # the workbench's small networks gain little from more. None = torch's default (every core).
+    torch_threads: Optional[int] = 1
     checkpoint: Optional[str] = None  # a .ckpt to start from; <output_dir>/last.ckpt is resumed automatically
     load_training_state: bool = True  # false = warm start (weights only)
     trial: Optional[Any] = None  # filled by the Optuna sweeper for sweep trials

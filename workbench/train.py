@@ -18,7 +18,8 @@ from workbench.agents.ppo.agent import EVAL_SEED_OFFSET, PPO
 from workbench.agents.ppo.config import PPOAgentConfig
 from workbench.config import ConfigError, validate
 from workbench.envs import make_env
-from workbench.metric_names import EVAL, INFO
+from workbench.metric_names import EVAL
+from workbench.progress import Progress
 from workbench.tracking import Tracker, start_service
 from workbench.tracking.secrets import scrub_secrets
 
@@ -47,10 +48,6 @@ class TrainResult:
     wandb_run_id: str | None = None
     wandb_run_dir: str | None = None
     frames: int = 0
-
-
-def one_decimal(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,6 +130,8 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
                                 "output_dir": str(output_dir)})
 
     best = -float("inf")
+    trial = OmegaConf.select(cfg, "trial.number", default=None)
+    progress = Progress(agent.max_epochs, log, label=f"trial {trial}" if trial is not None else "")
 
     def on_iteration(member: int, metrics: dict[str, float]) -> None:
         nonlocal best
@@ -144,10 +143,7 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
             result.final_eval_return = metrics[EVAL.episode_reward]
             best = max(best, metrics[EVAL.episode_reward])
             result.best_eval_return = best
-        if agent.epoch % 10 == 0 or agent.should_stop():
-            log.info("epoch %d/%d frames %d return %.1f eval %s sps %.0f", agent.epoch, agent.max_epochs,
-                     agent.step_count, metrics[INFO.episode_reward], one_decimal(metrics.get(EVAL.episode_reward)),
-                     metrics[INFO.sps])
+        progress.update(agent.epoch, agent.step_count, metrics)
         if callbacks.on_iteration:
             callbacks.on_iteration(agent.epoch, metrics)
 
@@ -159,6 +155,7 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
         stopped_by = exc
         raise
     finally:
+        progress.close()
         result.frames = agent.step_count
         extra, exit_code = callbacks.on_end(stopped_by) if callbacks.on_end else ({}, int(stopped_by is not None))
         tracker.update_summary({"frames": agent.step_count, "wall_time_s": time.time() - started,

@@ -17,9 +17,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from workbench.config import ConfigError
-from workbench.metric_names import EVAL, INFO
+from workbench.metric_names import EVAL
 from workbench.tracking import Tracker
-from workbench.train import TrainResult, build_population, one_decimal, resolved_config
+from workbench.progress import Progress
+from workbench.train import TrainResult, build_population, resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ def run_population(cfg: DictConfig, output_dir: Path | str) -> list[TrainResult]
         trackers.append(Tracker.start(config_dict, logger, member_dir, background=True))
         results.append(TrainResult(output_dir=member_dir))
 
+    # plain lines per member (one bar per member would fight over the terminal)
+    progress = [Progress(agent.max_epochs_per_member[i], log, label=f"member {i}", interactive=False)
+                for i in range(len(members))]
+
     def on_iteration(member: int, metrics: dict[str, float]) -> None:
         trackers[member].log(metrics)
         result = results[member]
@@ -102,11 +107,7 @@ def run_population(cfg: DictConfig, output_dir: Path | str) -> list[TrainResult]
         if EVAL.episode_reward in metrics:
             result.final_eval_return = metrics[EVAL.episode_reward]
             result.best_eval_return = max(result.best_eval_return or -float("inf"), metrics[EVAL.episode_reward])
-        epoch = agent.epochs[member]
-        if epoch % 10 == 0 or agent.member_done(member):
-            log.info("member %d epoch %d/%d frames %d return %.1f eval %s sps %.0f", member, epoch,
-                     agent.max_epochs_per_member[member], agent.step_counts[member], metrics[INFO.episode_reward],
-                     one_decimal(metrics.get(EVAL.episode_reward)), metrics[INFO.sps])
+        progress[member].update(agent.epochs[member], agent.step_counts[member], metrics)
 
     started = time.time()
     exit_code = 1
