@@ -53,6 +53,8 @@ class WorkbenchOptunaSweeperConf:
     # durations: "module" (imported) or "module:function" (imported, then called with a job's
     # composed config). The default imports torch and tensordict and starts the W&B service.
     preload: List[str] = field(default_factory=lambda: ["workbench.train:warm_up"])
+    # a new study first runs the untuned defaults, user_attrs["baseline"] = True (workbench/sweep/baseline.py)
+    baseline: bool = True
     dry_run: bool = False  # validate the sweep and create the study, run nothing
     print_summary: bool = True  # the summary table at the end (`workbench sweep` prints it once)
     summary_csv: bool = True

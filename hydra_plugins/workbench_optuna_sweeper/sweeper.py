@@ -24,6 +24,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from workbench.errors import one_line
+from workbench.sweep.baseline import enqueue_baseline
 from workbench.sweep.driver import HeartbeatSettings, StudyDriver
 from workbench.sweep.errors import StorageError, SweepConfigError
 from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
@@ -103,6 +104,10 @@ class WorkbenchOptunaSweeper(Sweeper):
                     ) from exc
         return composed
 
+    def _defaults_job(self, space: SearchSpace, trial_keys: List[str]) -> DictConfig:
+        """The job composed with the fixed overrides only: what the config has without a search."""
+        return self.hydra_context.config_loader.load_sweep_config(self.config, space.overrides({}) + trial_keys)
+
     # -- the sweep -------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None
@@ -154,6 +159,8 @@ class WorkbenchOptunaSweeper(Sweeper):
             )
         study.set_user_attr("search_space", scrub_secrets({k: str(v) for k, v in params.items()}))
         study.set_user_attr("n_trials", n_trials)  # `workbench sweep` judges its exit code by it
+        if conf.get("baseline", True) and enqueue_baseline(study, spec, space, self._defaults_job(space, trial_keys)):
+            _say(f"trial 0 of study {study_name} is the baseline: the untuned defaults")
         heartbeat = HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat, resolve=True))
         driver = StudyDriver(study, spec, space, n_trials, heartbeat, bool(conf.wait_for_running), _say)
         _say(f"study {study_name} on {spec.redacted}: {n_trials} trials, "

@@ -15,7 +15,7 @@ from workbench.sweep.storage import StorageSpec, open_storage, resolve_storage
 from .errors import StorageNotFoundError, StudyNotFoundError
 
 PARAM_PREFIX = "params_"
-ATTR_COLUMNS = ("wandb_run_id", "wandb_run_dir", "output_dir", "objective_metric", "fail_reason")
+ATTR_COLUMNS = ("wandb_run_id", "wandb_run_dir", "output_dir", "objective_metric", "fail_reason", "baseline")
 BASE_COLUMNS = ["number", "state", "value", "datetime_start", "datetime_complete", "duration_s",
                 "last_step", "frames", *ATTR_COLUMNS]
 
