@@ -78,7 +78,8 @@ def train_app(cfg: DictConfig):
     try:
         if cfg.get("trial") is not None:
             from workbench.sweep.trial import run_trial
-            return run_trial(cfg, output_dir, run_training)
+            from workbench.train_population import run_population
+            return run_trial(cfg, output_dir, run_training, run_population=run_population)
         from workbench.train_population import is_population, run_population
         if is_population(cfg):
             results = run_population(cfg, output_dir)

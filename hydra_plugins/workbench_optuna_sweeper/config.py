@@ -14,7 +14,10 @@ class ObjectiveConf:
     window: int = 3  # objective = mean of the metric's last `window` values
     fallback_metric: Optional[str] = None  # used only while `metric` has not appeared yet
     report_every: int = 1  # trial.report every K training iterations (step = iteration)
-    seeds: Optional[List[int]] = None  # Wilcoxon mode: one training per seed, step = seed index
+    # each trial trains these seeds side by side, as members of one population; its value is
+    # their `aggregate` (mean | median | iqm). The Wilcoxon pruner gets per-seed values (step = seed index)
+    seeds: Optional[List[int]] = None
+    aggregate: str = "mean"
 
 
 @dataclass
