@@ -28,6 +28,17 @@ class HeartbeatConf:
 
 
 @dataclass
+class ReevaluateConf:
+    # when the budget is spent (and `workbench reevaluate <study>`): the top_k configs (0 = off) and
+    # the defaults, each on `seeds` fresh seeds, at `budget` frames (null: the config's own
+    # agent.training_max_steps, not the sweep's shortened one), as one population
+    top_k: int = 0
+    seeds: int = 5
+    budget: Optional[int] = None
+    baseline: bool = True
+
+
+@dataclass
 class WorkbenchOptunaSweeperConf:
     _target_: str = "hydra_plugins.workbench_optuna_sweeper.sweeper.WorkbenchOptunaSweeper"
     _recursive_: bool = False  # the sweeper builds sampler/pruner itself, with clear errors
@@ -58,6 +69,8 @@ class WorkbenchOptunaSweeperConf:
     preload: List[str] = field(default_factory=lambda: ["workbench.train:warm_up"])
     # a new study first runs the untuned defaults, user_attrs["baseline"] = True (workbench/sweep/baseline.py)
     baseline: bool = True
+    reevaluate: ReevaluateConf = field(default_factory=ReevaluateConf)
+    reevaluate_only: bool = False  # open the study and re-evaluate it now (`workbench reevaluate`)
     dry_run: bool = False  # validate the sweep and create the study, run nothing
     print_summary: bool = True  # the summary table at the end (`workbench sweep` prints it once)
     summary_csv: bool = True

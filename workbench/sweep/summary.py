@@ -100,4 +100,9 @@ def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5
         value = "-" if row["value"] is None else f"{row['value']:.6g}"
         mark = "  (baseline: the defaults)" if row["baseline"] else ""
         lines.append(f"{row['rank']:>4} {row['number']:>5} {row['state']:<8} {value:>12}{mark}")
+    record = study.user_attrs.get("reevaluation")
+    if record:
+        from workbench.sweep.reevaluate import reeval_table
+
+        lines.append(reeval_table(record))
     return "\n".join(lines)

@@ -59,6 +59,8 @@ def run_trial(
     """
     sweeper = _plain(sweeper if sweeper is not None else _hydra_sweeper_node())
     settings = ObjectiveSettings.from_config(sweeper.get("objective"))
+    if cfg.trial.get("reevaluate"):  # not a trial: a re-evaluation population of the study's configs
+        return reevaluation_values(cfg, Path(output_dir), run_population or _default_population_runner(), settings)
     study_name = str(cfg.trial.study_name)
     number = int(cfg.trial.number)
     spec = _storage_for_job(cfg)
@@ -172,6 +174,33 @@ def _train_seeds(cfg, output_dir, run_population, trial, settings: ObjectiveSett
         for index, value in enumerate(values):
             trial.report(value, step=index)
     return aggregate(values, settings.aggregate)
+
+
+def reevaluation_values(cfg: DictConfig, output_dir: Path, run_population, settings: ObjectiveSettings) -> list[float]:
+    """Train ``cfg.population`` (the re-evaluated configs x fresh seeds) and return each
+    member's objective, computed as in the search. Records nothing: the sweeper does."""
+    members = len(cfg.population.seeds)
+    trackers = [ObjectiveTracker(settings) for _ in range(members)]
+    seen = [_Seen() for _ in range(members)]
+
+    def on_iteration(member: int, iteration: int, metrics: Mapping[str, float]) -> None:
+        seen[member].update(metrics)
+        trackers[member].update(metrics)
+
+    def on_end(member: int, error: BaseException | None) -> tuple[dict, int]:
+        state, value = run_verdict(error, trackers[member], seen[member].final_eval)
+        return {"reevaluation/value": value}, 1 if state == "FAIL" else 0
+
+    from workbench.sweep.compat import make_member_callbacks
+
+    results = run_population(cfg, output_dir, make_member_callbacks(None, on_iteration, on_end))
+    values = []
+    for tracker, result in zip(trackers, results):
+        try:
+            values.append(_objective_value(tracker, getattr(result, "final_eval_return", None))[0])
+        except ObjectiveNotFinite:  # a diverged member counts as the worst: kept visible as NaN
+            values.append(float("nan"))
+    return values
 
 
 def _member_callbacks(trial, seeds, on_iteration, trackers, seen):
