@@ -95,3 +95,54 @@ def test_reevaluate_refuses_bad_input_in_one_line(tmp_path: Path):
     assert "--seeds=0 is not allowed: must be >= 1" in bad.stderr
     missing = run([sys.executable, "-m", "workbench.cli", "reevaluate", "nosuch"], cwd=tmp_path)
     assert missing.returncode == 2 and "no study storage at" in missing.stderr
+
+
+def test_report_and_table_show_the_reevaluation(tmp_path: Path):
+    from sweep_fixture import fake_study
+
+    from workbench import analysis as wa
+    from workbench.sweep.reevaluate import build_record
+
+    journal = tmp_path / "sweeps_db" / "fake.journal"
+    study = fake_study(journal)
+    configs = [study.trials[0], study.trials[1]]
+    configs[1].user_attrs["baseline"] = True  # trial 1 plays the defaults (a frozen copy, not stored)
+    record = build_record(study, configs, [[-100.0, -110.0, -105.0], [-300.0, -310.0, -290.0]],
+                          [[10_000, 10_001, 10_002], [10_003, 10_004, 10_005]], 4096, [])
+    assert record["winner"] == 0 and record["winner_clears_baseline"] is True
+    study.set_user_attr("reevaluation", record)
+    frame = wa.load_study(journal, "fake")
+    table = wa.reevaluation_table(frame)
+    assert list(table["trial"]) == [0, 1] and list(table["search_value"]) == [-150.0, -250.0]
+    assert list(table["mean"]) == pytest.approx([-105.0, -300.0])
+    assert "winner on fresh seeds: trial 0" in wa.reevaluation_verdict(frame)
+    assert "clears the defaults'" in wa.reevaluation_verdict(frame)
+    page = wa.write_html_report(journal, "fake", base_dir=tmp_path, histories=wa.Histories()).path.read_text()
+    assert "Re-evaluation on fresh seeds" in page and "winner on fresh seeds: trial 0" in page
+
+
+@pytest.mark.slow
+def test_real_tiny_study_reevaluated_at_the_end_and_on_demand(tmp_path: Path):
+    from sweep_fixture import OVERRIDES, sweep_env
+
+    env = sweep_env(tmp_path)
+    tiny = [o for o in OVERRIDES if "pruner" not in o] + ["hydra.sweeper.pruner=null",
+                                                           "hydra.sweeper.reevaluate.top_k=1",
+                                                           "hydra.sweeper.reevaluate.seeds=2",
+                                                           "hydra.sweeper.reevaluate.budget=8192"]
+    cmd = [sys.executable, "-m", "workbench.cli", "sweep", "smoke", "--n-trials", "2", "--study-name", "tiny", *tiny]
+    import subprocess
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "re-evaluation: 2 configs x 2 fresh seeds, 8192 frames each" in done.stdout
+    study = open_study(tmp_path, "tiny")
+    record = study.user_attrs["reevaluation"]
+    assert record["one_population"] and [r["baseline"] for r in record["rows"]] == [False, True]
+    members = sorted((tmp_path / "multirun" / "tiny" / "reeval_0").glob("member_*"))
+    assert len(members) == 4  # 2 configs x 2 seeds, one population
+    again = subprocess.run([sys.executable, "-m", "workbench.cli", "reevaluate", "tiny", "--seeds", "2",
+                            "--budget", "4096"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    record = open_study(tmp_path, "tiny").user_attrs["reevaluation"]
+    assert record["budget"] == 4096 and all(len(r["values"]) == 2 for r in record["rows"])
+    assert (tmp_path / "sweeps_db" / "tiny.reeval.csv").is_file()

@@ -99,6 +99,7 @@ def study_frame(study: optuna.Study, storage_label: str = "") -> pd.DataFrame:
         "distributions": distributions,  # JSON strings: rebuild trials for optuna.importance
         "objective_metric": metrics[0] if metrics else None,
         "search_space": json.loads(json.dumps(study.user_attrs.get("search_space", {}))),
+        "reevaluation": study.user_attrs.get("reevaluation"),  # fresh-seed results, if any
     })
     return frame
 
