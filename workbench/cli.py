@@ -37,6 +37,8 @@ commands:
   train [HYDRA_OVERRIDES...]      one training run (a Hydra app; -m +sweep=<name> runs an Optuna sweep)
   sweep <name> [--workers N] [--n-trials N] [--storage URL] [--study-name S] [overrides...]
                                   an Optuna sweep with N worker processes sharing one study
+  reevaluate <study> [--storage URL] [--top-k K] [--seeds S] [--budget N]
+                                  retrain the top-K configs and the defaults on fresh seeds, as one population
   runs [DIR]                      list local W&B runs
   report <study> [--storage URL] [--out PATH] [--wandb-report auto|always|never]
                                   write an HTML report of a sweep (and a W&B report when online)
@@ -78,7 +80,8 @@ def train_app(cfg: DictConfig):
     try:
         if cfg.get("trial") is not None:
             from workbench.sweep.trial import run_trial
-            return run_trial(cfg, output_dir, run_training)
+            from workbench.train_population import run_population
+            return run_trial(cfg, output_dir, run_training, run_population=run_population)
         from workbench.train_population import is_population, run_population
         if is_population(cfg):
             results = run_population(cfg, output_dir)
@@ -156,13 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     if command == "sweep":
         from workbench.sweep.cli import sweep_main
         return sweep_main(rest)
+    if command == "reevaluate":
+        from workbench.sweep.cli import reevaluate_main
+        return reevaluate_main(rest)
     if command == "runs":
         from workbench.tracking.cli import runs_main
         return runs_main(rest)
     if command == "report":
         from workbench.analysis.cli import report_main
         return report_main(rest)
-    print(f"workbench: error: unknown command {command!r}; commands: train, sweep, runs, report", file=sys.stderr)
+    print(f"workbench: error: unknown command {command!r}; commands: train, sweep, reevaluate, runs, report", file=sys.stderr)
     return EXIT_REFUSED
 
 

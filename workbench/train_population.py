@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -74,7 +75,22 @@ def _as_overrides(spec, index: int) -> dict:
     raise ConfigError(f"population.members[{index}]", spec, "a mapping of dotted config keys to values")
 
 
-def run_population(cfg: DictConfig, output_dir: Path | str) -> list[TrainResult]:
+@dataclass
+class MemberCallbacks:
+    """TrainCallbacks with the member's index first (a sweep trial's seeds report through these)."""
+
+    # once per member, when its W&B run has started: (member, {wandb_run_id, wandb_run_dir, output_dir})
+    on_start: Callable[[int, dict], None] | None = None
+    # after each member's iteration: (member, iteration, metrics); raising stops every member
+    on_iteration: Callable[[int, int, dict[str, float]], None] | None = None
+    # as each member's run ends: (member, the exception that stopped the population or None)
+    # -> (W&B summary values to add, the W&B exit code)
+    on_end: Callable[[int, BaseException | None], tuple[dict, int]] | None = None
+
+
+def run_population(cfg: DictConfig, output_dir: Path | str,
+                   callbacks: MemberCallbacks | None = None) -> list[TrainResult]:
+    callbacks = callbacks or MemberCallbacks()
     output_dir = Path(output_dir)
     members = member_configs(cfg)
     dirs = [output_dir / f"member_{i}" for i in range(len(members))]
@@ -95,6 +111,14 @@ def run_population(cfg: DictConfig, output_dir: Path | str) -> list[TrainResult]
         logger.group = group
         trackers.append(Tracker.start(config_dict, logger, member_dir, background=True))
         results.append(TrainResult(output_dir=member_dir))
+    announced = [False] * len(members)
+
+    def announce(member: int) -> None:
+        announced[member] = True
+        tracker = trackers[member]
+        if callbacks.on_start:
+            callbacks.on_start(member, {"wandb_run_id": tracker.run_id, "output_dir": str(dirs[member]),
+                                        "wandb_run_dir": str(tracker.run_dir) if tracker.run_dir else None})
 
     # plain lines per member (one bar per member would fight over the terminal)
     progress = [Progress(agent.max_epochs_per_member[i], log, label=f"member {i}", interactive=False)
@@ -102,25 +126,35 @@ def run_population(cfg: DictConfig, output_dir: Path | str) -> list[TrainResult]
 
     def on_iteration(member: int, metrics: dict[str, float]) -> None:
         trackers[member].log(metrics)
+        if not announced[member] and trackers[member].started:
+            announce(member)
         result = results[member]
         result.history.append(metrics)
         if EVAL.episode_reward in metrics:
             result.final_eval_return = metrics[EVAL.episode_reward]
             result.best_eval_return = max(result.best_eval_return or -float("inf"), metrics[EVAL.episode_reward])
         progress[member].update(agent.epochs[member], agent.step_counts[member], metrics)
+        if callbacks.on_iteration:
+            callbacks.on_iteration(member, agent.epochs[member], metrics)
 
     started = time.time()
-    exit_code = 1
+    stopped_by: BaseException | None = None
     try:
         agent.fit(on_iteration)
-        exit_code = 0
+    except BaseException as exc:
+        stopped_by = exc
+        raise
     finally:
         for i, (tracker, result) in enumerate(zip(trackers, results)):
             result.frames = agent.step_counts[i]
+            extra, exit_code = (callbacks.on_end(i, stopped_by) if callbacks.on_end
+                                else ({}, int(stopped_by is not None)))
             tracker.update_summary({"frames": agent.step_counts[i], "wall_time_s": time.time() - started,
                                     "final_eval_return": result.final_eval_return,
-                                    "best_eval_return": result.best_eval_return})
+                                    "best_eval_return": result.best_eval_return, **extra})
             tracker.finish(exit_code)
+            if not announced[i]:
+                announce(i)
             result.wandb_run_id = tracker.run_id
             result.wandb_run_dir = str(tracker.run_dir) if tracker.run_dir else None
     return results

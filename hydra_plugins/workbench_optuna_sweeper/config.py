@@ -17,7 +17,10 @@ class ObjectiveConf:
     window: int = 3  # objective = mean of the metric's last `window` values
     fallback_metric: Optional[str] = None  # used only while `metric` has not appeared yet
     report_every: int = 1  # trial.report every K training iterations (step = iteration)
-    seeds: Optional[List[int]] = None  # Wilcoxon mode: one training per seed, step = seed index
+    # each trial trains these seeds side by side, as members of one population; its value is
+    # their `aggregate` (mean | median | iqm). The Wilcoxon pruner gets per-seed values (step = seed index)
+    seeds: Optional[List[int]] = None
+    aggregate: str = "mean"
 
 
 @dataclass
@@ -25,6 +28,17 @@ class HeartbeatConf:
     interval: float = 10.0  # seconds between heartbeats of a running trial
     grace_period: float = 60.0  # a running trial silent this long is failed and retried
     max_retry: int = 1  # retries per original trial after a kill or an interrupt
+
+
+@dataclass
+class ReevaluateConf:
+    # when the budget is spent (and `workbench reevaluate <study>`): the top_k configs (0 = off) and
+    # the defaults, each on `seeds` fresh seeds, at `budget` frames (null: the config's own
+    # agent.training_max_steps, not the sweep's shortened one), as one population
+    top_k: int = 0
+    seeds: int = 5
+    budget: Optional[int] = None
+    baseline: bool = True
 
 
 @dataclass
@@ -56,6 +70,10 @@ class WorkbenchOptunaSweeperConf:
     # durations: "module" (imported) or "module:function" (imported, then called with a job's
     # composed config). The default imports torch and tensordict and starts the W&B service.
     preload: List[str] = field(default_factory=lambda: ["workbench.train:warm_up"])
+    # a new study first runs the untuned defaults, user_attrs["baseline"] = True (workbench/sweep/baseline.py)
+    baseline: bool = True
+    reevaluate: ReevaluateConf = field(default_factory=ReevaluateConf)
+    reevaluate_only: bool = False  # open the study and re-evaluate it now (`workbench reevaluate`)
     dry_run: bool = False  # validate the sweep and create the study, run nothing
     print_summary: bool = True  # the summary table at the end (`workbench sweep` prints it once)
     summary_csv: bool = True

@@ -24,6 +24,10 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from workbench.errors import one_line
+from workbench.sweep.baseline import enqueue_baseline
+from workbench.sweep.reevaluate import (BUDGET_KEYS, DEFAULT_TOP_K, REEVAL_ATTR, ReevalSettings, build_record,
+                                        fresh_seeds, pick_configs, reeval_table, settings_dict, structural_params,
+                                        write_reeval_csv)
 from workbench.sweep.driver import HeartbeatSettings, StudyDriver
 from workbench.sweep.errors import StorageError, SweepConfigError
 from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
@@ -32,7 +36,8 @@ from workbench.sweep.heartbeat import Heartbeat
 from workbench.sweep.multiobjective import check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
-from workbench.sweep.storage import ENV_STORAGE, StorageSpec, check_storage, open_storage, resolve_storage
+from workbench.sweep.storage import (ENV_STORAGE, StorageSpec, budget_lock, check_storage, open_storage,
+                                     resolve_storage)
 from workbench.sweep.summary import progress_line, summary_table, write_csv
 from workbench.tracking.secrets import scrub_secrets, scrub_text
 
@@ -104,6 +109,10 @@ class WorkbenchOptunaSweeper(Sweeper):
                     ) from exc
         return composed
 
+    def _defaults_job(self, space: SearchSpace, trial_keys: List[str]) -> DictConfig:
+        """The job composed with the fixed overrides only: what the config has without a search."""
+        return self.hydra_context.config_loader.load_sweep_config(self.config, space.overrides({}) + trial_keys)
+
     # -- the sweep -------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None
@@ -127,6 +136,7 @@ class WorkbenchOptunaSweeper(Sweeper):
         check_sampler(sampler, [p.name for p in space.searched])
         check_pruner(pruner, objective.seeds)
         check_multi_objective(objectives, sampler, pruner, objective.seeds)
+        reeval = ReevalSettings.from_config(OmegaConf.to_container(conf.reevaluate, resolve=True))
         study_name = self._study_name()
         base_dir = Path(self.config.hydra.runtime.cwd)
         spec = resolve_storage(conf.get("storage"), study_name, base_dir, str(conf.storage_dir))
@@ -157,6 +167,10 @@ class WorkbenchOptunaSweeper(Sweeper):
         study.set_user_attr("objective_metrics", list(objectives.metrics))  # the report's axis labels
         study.set_user_attr("search_space", scrub_secrets({k: str(v) for k, v in params.items()}))
         study.set_user_attr("n_trials", n_trials)  # `workbench sweep` judges its exit code by it
+        study.set_user_attr("reevaluate", settings_dict(reeval))
+        study.set_user_attr("invocation", self._invocation(arguments))  # what `workbench reevaluate` reruns
+        if conf.get("baseline", True) and enqueue_baseline(study, spec, space, self._defaults_job(space, trial_keys)):
+            _say(f"trial 0 of study {study_name} is the baseline: the untuned defaults")
         heartbeat = HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat, resolve=True))
         driver = StudyDriver(study, spec, space, n_trials, heartbeat, bool(conf.wait_for_running), _say)
         _say(f"study {study_name} on {spec.redacted}: {n_trials} trials, "
@@ -167,6 +181,9 @@ class WorkbenchOptunaSweeper(Sweeper):
             _say(seed_note)
         if conf.dry_run:
             _say("dry run: the sweep is valid; no trial started")
+            return None
+        if conf.reevaluate_only:
+            self._reevaluate(study, space, spec, reeval)
             return None
 
         slots = self._slots()
@@ -191,6 +208,8 @@ class WorkbenchOptunaSweeper(Sweeper):
                 with ThreadPoolExecutor(slots, thread_name_prefix="sweep-slot") as pool:
                     for future in [pool.submit(driver.run, launch, stop) for _ in range(slots)]:
                         future.result()
+            if reeval.top_k and self._claims_reevaluation(study, spec, n_trials):
+                self._reevaluate(study, space, spec, reeval)
         finally:
             stop.set()
             _say(summary_table(study, n_trials) if conf.print_summary else progress_line(study, n_trials))
@@ -198,6 +217,82 @@ class WorkbenchOptunaSweeper(Sweeper):
                 path = write_csv(study, _summary_path(spec, study_name, self.config))
                 _say(f"summary written to {path}")
         return None
+
+    # -- re-evaluation on fresh seeds ------------------------------------------------------
+    def _invocation(self, arguments: List[str]) -> List[str]:
+        """The overrides that make this sweep (task and hydra ones), secrets masked."""
+        hydra_overrides = [str(o) for o in self.config.hydra.overrides.get("hydra", [])]
+        skip = ("hydra.sweeper.dry_run=", "hydra.sweeper.reevaluate_only=")
+        return [scrub_text(o) for o in [*arguments, *hydra_overrides] if not o.startswith(skip)]
+
+    def _claims_reevaluation(self, study: optuna.Study, spec: StorageSpec, n_trials: int) -> bool:
+        """At the end of a `-m` sweep: once per study, by the first worker to finish, and only
+        when the budget is spent. `workbench sweep` re-evaluates in its parent, not in a worker."""
+        from workbench.sweep.cli import budget_reached
+
+        if os.environ.get(ENV_WORKER) is not None or not budget_reached(study, n_trials):
+            return False
+        with budget_lock(spec, study.study_name):
+            if study.user_attrs.get("reevaluation_claimed"):
+                return False
+            study.set_user_attr("reevaluation_claimed", True)
+        return True
+
+    def _fixed(self, space: SearchSpace, params: dict | None = None, drop: tuple = ()) -> List[str]:
+        keep = SearchSpace([p for p in space.params if p.name not in drop])
+        return keep.overrides(params or {})
+
+    def _own_budget(self, space: SearchSpace) -> int:
+        """agent.training_max_steps of the config without the sweep file and its budget overrides."""
+        base = self._fixed(space, drop=("sweep", *BUDGET_KEYS))
+        composed = self.hydra_context.config_loader.load_sweep_config(self.config, base)
+        return int(composed.agent.training_max_steps)
+
+    def _reevaluate(self, study: optuna.Study, space: SearchSpace, spec: StorageSpec, settings: ReevalSettings) -> None:
+        from workbench.agents.ppo.population import PER_MEMBER
+
+        configs = pick_configs(study, settings.top_k or DEFAULT_TOP_K, settings.baseline)
+        if not configs:
+            _say("re-evaluation: no complete trial to re-evaluate")
+            return
+        structural = structural_params(configs, PER_MEMBER)
+        budget = settings.budget or self._own_budget(space)
+        seeds = [fresh_seeds(j, settings.seeds) for j in range(len(configs))]
+        # one population for everything, unless a searched knob shapes the computation
+        groups = [[j] for j in range(len(configs))] if structural else [list(range(len(configs)))]
+        _say(f"re-evaluation of study {study.study_name}: trials {[t.number for t in configs]} on "
+             f"{settings.seeds} fresh seeds each, {budget} frames, {len(groups)} population(s)"
+             + (f" ({', '.join(structural)} cannot vary per member)" if structural else ""))
+        values: list = [None] * len(configs)
+        for g, group in enumerate(groups):
+            overrides = self._reeval_overrides(space, study.study_name, configs, seeds, group, budget, g, bool(structural))
+            (ret,) = self.launcher.launch([overrides], initial_job_idx=g)
+            got = list(ret.return_value)
+            for k, j in enumerate(group):
+                values[j] = got[k * settings.seeds:(k + 1) * settings.seeds]
+        record = build_record(study, configs, values, seeds, budget, structural)
+        study.set_user_attr(REEVAL_ATTR, record)
+        path = write_reeval_csv(record, reeval_csv_path(_summary_path(spec, study.study_name, self.config)))
+        if self.conf.print_summary:
+            _say(reeval_table(record))
+        _say(f"re-evaluation written to {path} and to the study (user attr {REEVAL_ATTR!r})")
+
+    def _reeval_overrides(self, space, study_name, configs, seeds, group, budget, index, structural) -> List[str]:
+        members, member_seeds = [], []
+        for j in group:
+            for seed in seeds[j]:
+                member = {} if structural else dict(configs[j].params)  # per-member knobs
+                member["logger.name"] = f"{study_name}-reeval-t{configs[j].number}-seed{seed}"
+                members.append(member)
+                member_seeds.append(seed)
+        params = configs[group[0]].params if structural else {}
+        name = format_value(study_name)
+        return [*self._fixed(space, params, drop=BUDGET_KEYS), f"agent.training_max_steps={budget}",
+                f"++population.seeds=[{','.join(map(str, member_seeds))}]", "++population.size=null",
+                f"++population.name={format_value(f'{study_name}-reeval')}",
+                "++population.members=[" + ",".join(_member_text(m) for m in members) + "]",
+                f"++trial.study_name={name}", "++trial.reevaluate=true", f"++logger.group={name}",
+                "++logger.job_type=reevaluation", f"hydra.sweep.subdir=reeval_{index}"]
 
     def _preload_entries(self) -> List[tuple]:
         """``hydra.sweeper.preload`` as (entry, module, function or "")."""
@@ -294,6 +389,14 @@ def _summary_path(spec: StorageSpec, study_name: str, config: DictConfig) -> Pat
     if not directory.is_absolute():
         directory = Path(str(config.hydra.runtime.cwd)) / directory
     return directory / f"{study_name}.summary.csv"
+
+
+def _member_text(member: dict) -> str:
+    return "{" + ",".join(f"{key}:{format_value(value)}" for key, value in member.items()) + "}"
+
+
+def reeval_csv_path(summary_csv: Path) -> Path:
+    return summary_csv.with_name(summary_csv.name.replace(".summary.csv", ".reeval.csv"))
 
 
 def _say(text: str) -> None:

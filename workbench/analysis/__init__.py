@@ -14,6 +14,7 @@ from .html_report import HtmlReport, default_report_path, write_html_report
 from .importance import param_importances
 from .pareto import is_multi_objective, pareto_front, plot_pareto_front
 from .latest import env_default, latest_run, latest_study, resolve_study
+from .reeval import reevaluation_table, reevaluation_verdict
 from .run_plots import RUN_PANELS, load_run, plot_grad_layers, plot_metrics, plot_run_section, run_summary
 from .study import best_and_worst, list_studies, load_study, open_study, param_columns
 from .sweep_plots import (plot_learning_curves, plot_objective_vs_params, plot_parallel_coordinates,
@@ -29,6 +30,6 @@ __all__ = [
     "plot_learning_curves", "plot_metrics", "plot_objective_vs_params", "plot_parallel_coordinates",
     "plot_pareto_front",
     "plot_param_importances", "plot_pruning_efficiency", "plot_run_section", "plot_training_diagnostics",
-    "pruning_efficiency", "resolve_study", "run_summary", "runs_were_online", "trial_frames",
+    "pruning_efficiency", "reevaluation_table", "reevaluation_verdict", "resolve_study", "run_summary", "runs_were_online", "trial_frames",
     "write_html_report",
 ]

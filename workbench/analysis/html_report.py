@@ -15,6 +15,7 @@ from .figures import figure_data_uri
 from .histories import Histories, join_histories
 from .importance import param_importances
 from .pareto import is_multi_objective, pareto_front, plot_pareto_front
+from .reeval import reevaluation_table, reevaluation_verdict
 from .study import best_and_worst, load_study, param_columns, param_name, storage_spec
 from .sweep_plots import (plot_learning_curves, plot_objective_vs_params, plot_parallel_coordinates,
                           plot_param_importances, plot_pruning_efficiency, plot_training_diagnostics,
@@ -140,6 +141,11 @@ def render_html(frame: pd.DataFrame, histories: Histories, report: HtmlReport) -
                       f"worst complete: trial {worst})</h2>",
                       f"<p>W&amp;B run {html.escape(_fmt(row['wandb_run_id']))} · "
                       f"{html.escape(_fmt(row['output_dir']))}</p>", _table(params)]
+        parts += ["<h2 id='reevaluation'>Re-evaluation on fresh seeds</h2>",
+                  f"<p>{html.escape(reevaluation_verdict(frame))}</p>"]
+        table = reevaluation_table(frame)
+        if not table.empty:
+            parts.append(_table(table))
         importances = param_importances(frame)
         if not importances.empty:
             parts += ["<h2>Parameter importances</h2>",

@@ -16,7 +16,7 @@ from .errors import StorageNotFoundError, StudyNotFoundError
 
 PARAM_PREFIX = "params_"
 VALUES_PREFIX = "values_"  # values_0, values_1, ...: one column per objective of a multi-objective study
-ATTR_COLUMNS = ("wandb_run_id", "wandb_run_dir", "output_dir", "objective_metric", "fail_reason")
+ATTR_COLUMNS = ("wandb_run_id", "wandb_run_dir", "output_dir", "objective_metric", "fail_reason", "baseline")
 BASE_COLUMNS = ["number", "state", "value", "datetime_start", "datetime_complete", "duration_s",
                 "last_step", "frames", *ATTR_COLUMNS]
 
@@ -118,6 +118,7 @@ def study_frame(study: optuna.Study, storage_label: str = "") -> pd.DataFrame:
         "distributions": distributions,  # JSON strings: rebuild trials for optuna.importance
         "objective_metric": metrics[0] if metrics else None,
         "search_space": json.loads(json.dumps(study.user_attrs.get("search_space", {}))),
+        "reevaluation": study.user_attrs.get("reevaluation"),  # fresh-seed results, if any
     })
     return frame
 

@@ -220,11 +220,66 @@ def sweep_main(argv: list[str]) -> int:
     except Exception as exc:  # e.g. the storage went away: the trials are still stored
         print(f"{PROG}: no summary: {one_line(exc)}", file=sys.stderr)
         return EXIT_UNFINISHED
+    if wants_reevaluation(study, args.n_trials):  # in the parent, once the workers are done
+        subprocess.run(cmd + ["hydra.sweeper.reevaluate_only=true", f"torch_threads={args.workers}"], env=env)
     print(summary_table(study, args.n_trials))
     path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)
                      / f"{study_name}.summary.csv")
     print(f"summary written to {path}")
     return sweep_exit_code(study, args.n_trials, codes)
+
+
+def wants_reevaluation(study, n_trials: int | None) -> bool:
+    """The sweep file asks for it, the budget is spent and it has not been done yet."""
+    from workbench.sweep.reevaluate import REEVAL_ATTR
+
+    asked = (study.user_attrs.get("reevaluate") or {}).get("top_k")
+    return bool(asked) and REEVAL_ATTR not in study.user_attrs and budget_reached(study, n_trials)
+
+
+def _reevaluate_parser() -> argparse.ArgumentParser:
+    p = OneLineArgumentParser(
+        prog="workbench reevaluate",
+        description="Retrain a study's top-K configurations and its defaults on fresh seeds, as one population.")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help="Optuna RDB URL or journal file path (default: sweeps_db/<study>.journal)")
+    p.add_argument("--top-k", type=int, help="configurations to re-evaluate (default: the sweep file's, else 3)")
+    p.add_argument("--seeds", type=int, help="fresh seeds per configuration (default: the sweep file's)")
+    p.add_argument("--budget", type=int, help="frames per member (default: the sweep file's, else the config's own "
+                   "agent.training_max_steps)")
+    p.add_argument("--app", default="workbench.cli", help=argparse.SUPPRESS)  # tests: a fake app module
+    return p
+
+
+def reevaluate_main(argv: list[str]) -> int:
+    """``workbench reevaluate <study>``: rerun the sweep's own command in re-evaluation mode."""
+    prog = "workbench reevaluate"
+    args = _reevaluate_parser().parse_args(argv)
+    for flag, value in (("--top-k", args.top_k), ("--seeds", args.seeds), ("--budget", args.budget)):
+        if value is not None and value < 1:
+            refuse(prog, f"{flag}={value} is not allowed: must be >= 1")
+    spec = resolve_storage(args.storage, args.study, Path.cwd())
+    if spec.path is not None and not spec.path.is_file():
+        refuse(prog, f"no study storage at {spec.path} (give --storage)")
+    try:
+        check_storage(spec)
+        study = load_study(spec, args.study)
+    except Exception as exc:
+        refuse(prog, f"cannot open study {args.study!r} in {spec.redacted}: {one_line(exc)}")
+    invocation = study.user_attrs.get("invocation")
+    if not invocation:
+        refuse(prog, f"study {args.study!r} holds no sweep invocation (made by an older workbench or by hand): "
+                     "rerun it with `workbench train -m +sweep=<name> hydra.sweeper.reevaluate_only=true`")
+    cmd = [sys.executable, "-m", args.app] + (["train"] if args.app == "workbench.cli" else [])
+    cmd += ["-m", *invocation, f"hydra.sweeper.study_name={format_value(args.study)}",
+            f"hydra.sweep.dir={format_value(f'multirun/{args.study}')}", "hydra.sweeper.reevaluate_only=true"]
+    for key, value in (("top_k", args.top_k), ("seeds", args.seeds), ("budget", args.budget)):
+        if value is not None:
+            cmd.append(f"hydra.sweeper.reevaluate.{key}={value}")
+    env = {**os.environ, ENV_STORAGE: spec.url,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(cmd, env=env)
+    return EXIT_DONE if done.returncode == 0 else EXIT_UNFINISHED
 
 
 def budget_reached(study, n_trials: int | None) -> bool:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from workbench.sweep.baseline import fixed_params, is_baseline
 from workbench.sweep.heartbeat import HEARTBEAT_KEY, enqueue_retry, reap_stale_trials
 from workbench.sweep.space import SearchSpace
 from workbench.sweep.storage import StorageSpec, budget_lock
@@ -87,7 +88,8 @@ class StudyDriver:
         if not locked and self._is_surplus(trial):
             return None
         try:
-            sampled = self.space.sample(trial)
+            only = fixed_params(self.study, trial) if is_baseline(trial) else None
+            sampled = self.space.sample(trial, only)
         except Exception as exc:
             self.fail(trial.number, f"sampling failed: {type(exc).__name__}: {exc}")
             raise

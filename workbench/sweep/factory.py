@@ -113,6 +113,10 @@ def _unwrapped(pruner: optuna.pruners.BasePruner) -> optuna.pruners.BasePruner:
     return _unwrapped(wrapped) if wrapped is not None else pruner
 
 
+def is_wilcoxon(pruner: optuna.pruners.BasePruner) -> bool:
+    return isinstance(_unwrapped(pruner), optuna.pruners.WilcoxonPruner)
+
+
 def check_pruner(pruner: optuna.pruners.BasePruner, seeds: Any) -> None:
     """The Wilcoxon pruner compares trials instance by instance: per-iteration reports
     (steps = iterations) would make it compare unrelated numbers."""

@@ -98,9 +98,10 @@ def enqueue_retry(study: optuna.Study, failed: optuna.trial.FrozenTrial, max_ret
     if count > max_retry:
         log.warning("trial %d: not retried (max_retry=%d reached)", failed.number, max_retry)
         return False
-    study.enqueue_trial(
-        dict(failed.params),
-        user_attrs={"retry_of": failed.number, "retry_root": root, "retry_count": count},
-    )
+    attrs = {"retry_of": failed.number, "retry_root": root, "retry_count": count}
+    for kept in ("baseline", "baseline_outside"):  # a retried baseline is still the baseline
+        if kept in failed.user_attrs:
+            attrs[kept] = failed.user_attrs[kept]
+    study.enqueue_trial(dict(failed.params), user_attrs=attrs)
     log.info("trial %d: retry %d/%d enqueued", failed.number, count, max_retry)
     return True

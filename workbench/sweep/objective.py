@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,8 @@ class ObjectiveSettings:
     window: int = 3  # objective = mean of the last `window` values of `metric`
     fallback_metric: str | None = None  # used only while `metric` has not appeared yet
     report_every: int = 1  # trial.report every K iterations (only iterations with a value)
-    seeds: tuple[int, ...] | None = None  # Wilcoxon mode: one training per seed, step = index
+    seeds: tuple[int, ...] | None = None  # each trial trains these seeds side by side (one population)
+    aggregate: str = "mean"  # how the seeds' objectives combine: mean | median | iqm
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | None) -> "ObjectiveSettings":
@@ -27,6 +29,7 @@ class ObjectiveSettings:
             fallback_metric=node.get("fallback_metric", cls.fallback_metric),
             report_every=int(node.get("report_every", cls.report_every)),
             seeds=tuple(int(s) for s in seeds) if seeds else None,
+            aggregate=str(node.get("aggregate") or cls.aggregate),
         )
         settings.validate()
         return settings
@@ -40,6 +43,9 @@ class ObjectiveSettings:
             raise SweepConfigError(
                 f"hydra.sweeper.objective.report_every must be >= 1, got {self.report_every}"
             )
+        if self.aggregate not in AGGREGATES:
+            raise SweepConfigError(f"hydra.sweeper.objective.aggregate={self.aggregate!r} is not allowed: "
+                                   f"one of {', '.join(AGGREGATES)}")
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise SweepConfigError(f"hydra.sweeper.objective.seeds has duplicates: {self.seeds}")
 
@@ -79,3 +85,27 @@ class ObjectiveTracker:
 
 def is_bad(value: float | None) -> bool:
     return value is not None and not math.isfinite(value)
+
+
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle 50 %, cutting int(n / 4) values at each end
+    (scipy.stats.trim_mean(values, 0.25)); robust to one lucky or unlucky seed."""
+    ordered = sorted(float(v) for v in values)
+    if not ordered:
+        raise ValueError("iqm of no values")
+    cut = len(ordered) // 4
+    middle = ordered[cut:len(ordered) - cut]
+    return sum(middle) / len(middle)
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(float(v) for v in values) / len(values)
+
+
+AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
+    "mean": mean, "median": lambda v: float(statistics.median(v)), "iqm": iqm}
+
+
+def aggregate(values: Sequence[float], how: str) -> float:
+    """Combine the seeds' objectives (``objective.aggregate``)."""
+    return AGGREGATES[how](values)

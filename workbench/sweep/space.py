@@ -106,11 +106,14 @@ class SearchSpace:
     def searched(self) -> list[ParamSpec]:
         return [p for p in self.params if p.distribution is not None]
 
-    def sample(self, trial: Any) -> dict[str, Any]:
-        """Suggest every active parameter on ``trial`` (define-by-run) in file order."""
+    def sample(self, trial: Any, only: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Suggest every active parameter on ``trial`` (define-by-run) in file order. ``only``:
+        suggest just these (the baseline trial's fixed defaults; the rest keep the config's value)."""
         sampled: dict[str, Any] = {}
         for spec in self.searched:
-            if all(c.holds(sampled) for c in spec.condition):
+            if only is not None and spec.name not in only:
+                continue
+            if only is not None or all(c.holds(sampled) for c in spec.condition):
                 sampled[spec.name] = suggest(trial, spec.name, spec.distribution)
         return sampled
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-ATTR_COLUMNS = ("wandb_run_id", "output_dir", "fail_reason")
+ATTR_COLUMNS = ("baseline", "wandb_run_id", "output_dir", "fail_reason")
 
 
 def is_multi(study: optuna.Study) -> bool:
@@ -133,7 +133,13 @@ def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5
     lines.append(f"{'rank':>4} {'trial':>5} {'state':<8} {'value':>12}")
     for row in rows:
         value = "-" if row["value"] is None else f"{row['value']:.6g}"
-        lines.append(f"{row['rank']:>4} {row['number']:>5} {row['state']:<8} {value:>12}")
+        mark = "  (baseline: the defaults)" if row["baseline"] else ""
+        lines.append(f"{row['rank']:>4} {row['number']:>5} {row['state']:<8} {value:>12}{mark}")
+    record = study.user_attrs.get("reevaluation")
+    if record:
+        from workbench.sweep.reevaluate import reeval_table
+
+        lines.append(reeval_table(record))
     return "\n".join(lines)
 
 

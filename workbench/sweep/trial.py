@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from workbench.sweep.heartbeat import Heartbeat, enqueue_retry
+from workbench.sweep.factory import is_wilcoxon
 from workbench.sweep.multiobjective import (FINAL_EVAL_KEY, CostTracker, Objectives, missing_metric,
                                             parse_objectives, settings_for)
-from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, is_bad
+from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, aggregate, is_bad
 from workbench.sweep.storage import ENV_STORAGE, StorageSpec, load_study, redact
 from workbench.tracking.secrets import scrub_text
 
@@ -50,15 +51,19 @@ def run_trial(
     output_dir: Path,
     run_training: Callable[..., Any],
     sweeper: Mapping[str, Any] | None = None,
+    run_population: Callable[..., Any] | None = None,
 ) -> TrialOutcome:
     """Run the training for trial ``cfg.trial.number`` and record its outcome.
 
     ``sweeper`` holds the ``hydra.sweeper`` settings (pruner, objective, heartbeat); by default
-    they are read from the running Hydra job's config.
+    they are read from the running Hydra job's config. ``run_population(cfg, output_dir,
+    MemberCallbacks)`` trains ``objective.seeds`` side by side (default: the workbench's).
     """
     sweeper = _plain(sweeper if sweeper is not None else _hydra_sweeper_node())
     objectives = parse_objectives(sweeper.get("direction", "maximize"), sweeper.get("objective"))
     settings = settings_for(ObjectiveSettings.from_config(sweeper.get("objective")), objectives)
+    if cfg.trial.get("reevaluate"):  # not a trial: a re-evaluation population of the study's configs
+        return reevaluation_values(cfg, Path(output_dir), run_population or _default_population_runner(), settings)
     study_name = str(cfg.trial.study_name)
     number = int(cfg.trial.number)
     spec = _storage_for_job(cfg)
@@ -79,7 +84,11 @@ def run_trial(
 
     with Heartbeat(storage, trial_id, interval):
         try:
-            value = _train(cfg, Path(output_dir), run_training, trial, settings, objectives)
+            if settings.seeds:
+                runner = run_population or _default_population_runner()
+                value = _train_seeds(cfg, Path(output_dir), runner, trial, settings, is_wilcoxon(study.pruner))
+            else:
+                value = _train(cfg, Path(output_dir), run_training, trial, settings, objectives)
         except optuna.TrialPruned as exc:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d pruned: %s", number, exc)
@@ -102,8 +111,6 @@ def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: Objecti
            objectives: Objectives | None = None) -> float | list[float]:
     if objectives is not None and objectives.multi:
         return _train_multi(cfg, output_dir, run_training, trial, settings, objectives)
-    if settings.seeds:
-        return _train_per_seed(cfg, output_dir, run_training, trial, settings)
     tracker = ObjectiveTracker(settings)
     seen = _Seen()
     last = final_iteration(cfg)
@@ -115,10 +122,7 @@ def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: Objecti
         if is_bad(value):
             raise ObjectiveNotFinite(f"objective {tracker.metric_used} is {value} at iteration {iteration}")
         if value is not None and iteration % settings.report_every == 0:
-            trial.report(value, step=iteration)
-            # the final iteration is paid for already: pruning it would only throw its result away
-            if (last is None or iteration < last) and trial.should_prune():
-                raise optuna.TrialPruned(f"iteration {iteration}, objective {value:.4g}")
+            _report_or_prune(trial, value, iteration, last)
 
     result = run_training(cfg, output_dir, _callbacks(trial, on_iteration, _on_end(trial, tracker, seen)))
     _require_logged(settings.metric, seen)
@@ -168,31 +172,117 @@ def _require_logged(metric: str, seen: "_Seen") -> None:
         raise ObjectiveNotFinite(reason)
 
 
-def _train_per_seed(cfg, output_dir, run_training, trial, settings) -> float:
-    """Wilcoxon mode: one full training per seed; the reported step is the seed's index, so
-    the WilcoxonPruner compares trials on the same seeds."""
+def _report_or_prune(trial: optuna.Trial, value: float, iteration: int, last: int | None) -> None:
+    trial.report(value, step=iteration)
+    # the final iteration is paid for already: pruning it would only throw its result away
+    if (last is None or iteration < last) and trial.should_prune():
+        raise optuna.TrialPruned(f"iteration {iteration}, objective {value:.4g}")
+
+
+def seeds_population(cfg: DictConfig, seeds: tuple[int, ...]) -> DictConfig:
+    """The trial's config as a population of its seeds; member i's W&B run is ``<name>-seed<s>``."""
+    pop_cfg = copy.deepcopy(cfg)
+    name = OmegaConf.select(cfg, "logger.name", default=None)
+    with open_dict(pop_cfg):
+        pop_cfg.population.seeds = list(seeds)
+        pop_cfg.population.size = None
+        pop_cfg.population.name = OmegaConf.select(cfg, "logger.group", default=None)
+        pop_cfg.population.members = [{"logger.name": f"{name}-seed{s}"} for s in seeds] if name else []
+    return pop_cfg
+
+
+def _train_seeds(cfg, output_dir, run_population, trial, settings: ObjectiveSettings, wilcoxon: bool) -> float:
+    """``objective.seeds``: the seeds train side by side, as members of one population, in
+    lockstep. At each ``report_every`` iteration the aggregate over the seeds is reported (steps =
+    iterations, as for one seed). With the Wilcoxon pruner the step must be a seed index instead:
+    the per-seed values exist only when the population ends, so they are reported then (no
+    pruning mid-training; the pruner still sees which seeds a trial did well on)."""
+    seeds = settings.seeds
+    trackers = [ObjectiveTracker(settings) for _ in seeds]
+    seen = [_Seen() for _ in seeds]
+    last = final_iteration(cfg)
+
+    def on_iteration(member: int, iteration: int, metrics: Mapping[str, float]) -> None:
+        seen[member].update(metrics)
+        trackers[member].update(metrics)
+        if is_bad(trackers[member].value):
+            raise ObjectiveNotFinite(f"objective is {trackers[member].value} "
+                                     f"(seed {seeds[member]}, iteration {iteration})")
+        closes_iteration = member == len(seeds) - 1  # lockstep: the last member ends the iteration
+        values = [t.value for t in trackers]
+        if wilcoxon or not closes_iteration or iteration % settings.report_every or None in values:
+            return
+        _report_or_prune(trial, aggregate(values, settings.aggregate), iteration, last)
+
+    callbacks = _member_callbacks(trial, seeds, on_iteration, trackers, seen)
+    results = run_population(seeds_population(cfg, seeds), output_dir, callbacks)
+    values = [_objective_value(t, getattr(r, "final_eval_return", None))[0] for t, r in zip(trackers, results)]
+    trial.set_user_attr("objective_metric", trackers[0].metric_used or "final_eval_return")
+    trial.set_user_attr("seed_values", {str(s): v for s, v in zip(seeds, values)})
+    trial.set_user_attr("frames", int(sum(getattr(r, "frames", 0) or 0 for r in results)))
+    if wilcoxon:
+        for index, value in enumerate(values):
+            trial.report(value, step=index)
+    return aggregate(values, settings.aggregate)
+
+
+def reevaluation_values(cfg: DictConfig, output_dir: Path, run_population, settings: ObjectiveSettings) -> list[float]:
+    """Train ``cfg.population`` (the re-evaluated configs x fresh seeds) and return each
+    member's objective, computed as in the search. Records nothing: the sweeper does."""
+    members = len(cfg.population.seeds)
+    trackers = [ObjectiveTracker(settings) for _ in range(members)]
+    seen = [_Seen() for _ in range(members)]
+
+    def on_iteration(member: int, iteration: int, metrics: Mapping[str, float]) -> None:
+        seen[member].update(metrics)
+        trackers[member].update(metrics)
+
+    def on_end(member: int, error: BaseException | None) -> tuple[dict, int]:
+        state, value = run_verdict(error, trackers[member], seen[member].final_eval)
+        return {"reevaluation/value": value}, 1 if state == "FAIL" else 0
+
+    from workbench.sweep.compat import make_member_callbacks
+
+    results = run_population(cfg, output_dir, make_member_callbacks(None, on_iteration, on_end))
     values = []
-    for index, seed in enumerate(settings.seeds):
-        run_cfg = copy.deepcopy(cfg)
-        with open_dict(run_cfg):
-            run_cfg.seed = seed
-        tracker = ObjectiveTracker(settings)
-        seen = _Seen()
+    for tracker, result in zip(trackers, results):
+        try:
+            values.append(_objective_value(tracker, getattr(result, "final_eval_return", None))[0])
+        except ObjectiveNotFinite:  # a diverged member counts as the worst: kept visible as NaN
+            values.append(float("nan"))
+    return values
 
-        def on_iteration(iteration: int, metrics: Mapping[str, float]) -> None:
-            seen.update(metrics)
-            tracker.update(metrics)
-            if is_bad(tracker.value):
-                raise ObjectiveNotFinite(f"objective is {tracker.value} (seed {seed}, iteration {iteration})")
 
-        callbacks = _callbacks(trial, on_iteration, _on_end(trial, tracker, seen))
-        result = run_training(run_cfg, output_dir / f"seed_{seed}", callbacks)
-        _require_logged(settings.metric, seen)
-        values.append(_final_value(trial, tracker, result))
-        trial.report(values[-1], step=index)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"after seed {seed} (index {index}), objective {values[-1]:.4g}")
-    return sum(values) / len(values)
+def _member_callbacks(trial, seeds, on_iteration, trackers, seen):
+    """Each seed's W&B run is linked from the trial (lists in seed order); the first one also
+    under the single-run keys, so tools that read one run per trial find one."""
+    from workbench.sweep.compat import make_member_callbacks
+
+    links: dict[str, list] = {"wandb_run_ids": [None] * len(seeds), "wandb_run_dirs": [None] * len(seeds),
+                              "output_dirs": [None] * len(seeds)}
+
+    def on_start(member: int, info: Mapping[str, Any]) -> None:
+        for key in ("wandb_run_id", "wandb_run_dir", "output_dir"):
+            links[key + "s"][member] = None if info.get(key) is None else str(info[key])
+            if member == 0 and info.get(key) is not None:
+                trial.set_user_attr(key, str(info[key]))
+        for key, values in links.items():
+            trial.set_user_attr(key, list(values))
+        trial.set_user_attr("seeds", list(seeds))
+
+    def on_end(member: int, error: BaseException | None) -> tuple[dict, int]:
+        state, value = run_verdict(error, trackers[member], seen[member].final_eval)
+        summary = {"trial/state": state, "trial/value": value, "trial/number": trial.number,
+                   "trial/seed": seeds[member]}
+        return summary, 1 if state == "FAIL" else 0
+
+    return make_member_callbacks(on_start=on_start, on_iteration=on_iteration, on_end=on_end)
+
+
+def _default_population_runner() -> Callable[..., Any]:
+    from workbench.train_population import run_population
+
+    return run_population
 
 
 def final_iteration(cfg: DictConfig) -> int | None:

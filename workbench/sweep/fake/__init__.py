@@ -5,6 +5,6 @@ a synthetic return curve whose height depends on the PPO knobs, optionally burni
 sleeping per iteration, and can raise, produce NaN or hang on request (``fake.*`` keys).
 ``python -m workbench.sweep.fake`` is a Hydra app shaped like ``workbench train``.
 """
-from workbench.sweep.fake.training import FakeTrainResult, run_training
+from workbench.sweep.fake.training import FakeTrainResult, run_population, run_training
 
-__all__ = ["FakeTrainResult", "run_training"]
+__all__ = ["FakeTrainResult", "run_population", "run_training"]

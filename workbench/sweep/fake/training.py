@@ -1,6 +1,7 @@
 """Synthetic training with the real ``run_training`` interface."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 @dataclass
@@ -63,38 +64,57 @@ def _record_device(cfg: DictConfig, output_dir: Path) -> None:
     (output_dir / "fake_device.json").write_text(json.dumps(seen))
 
 
+
+class _Curve:
+    """One fake run's iterations: yields (iteration, metrics); keeps the evaluations it made."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg, self.fake = cfg, cfg.get("fake") or {}
+        self.per_iter = int(cfg.env.num_envs) * int(cfg.agent.num_steps)
+        self.iterations = max(1, int(cfg.agent.training_max_steps) // self.per_iter)
+        self.rng = random.Random(int(cfg.seed) * 7919 + hash(round(quality(cfg), 6)) % 1000)
+        self.history: list = []
+        self.evals: list = []
+
+    def __iter__(self):
+        fake, top = self.fake, quality(self.cfg)
+        eval_every = int(self.cfg.agent.evaluator.eval_metrics_every)
+        for it in range(1, self.iterations + 1):
+            if fake.get("iteration_seconds"):
+                (_burn if fake.get("busy") else time.sleep)(float(fake.iteration_seconds))
+            if fake.get("raise_at_iteration") == it:
+                raise RuntimeError(f"fake training exploded at iteration {it}")
+            progress = 1.0 - math.exp(-it / max(1.0, self.iterations / 4))
+            metrics = {
+                "info/frames": float(it * self.per_iter),
+                "info/episode_reward": top * progress + self.rng.gauss(0, 2.0),
+            }
+            if it % eval_every == 0:
+                value = top * progress + self.rng.gauss(0, 0.5)
+                if fake.get("nan_at_iteration") is not None and it >= int(fake.nan_at_iteration):
+                    value = float("nan")
+                metrics["eval/episode_reward"] = value
+                self.evals.append(value)
+            self.history.append(metrics)
+            yield it, metrics
+
+    def result(self, output_dir: Path, run_id: str) -> FakeTrainResult:
+        evals = self.evals
+        return FakeTrainResult(history=self.history, final_eval_return=evals[-1] if evals else None,
+                               best_eval_return=max(evals) if evals else None, output_dir=output_dir,
+                               wandb_run_id=run_id, frames=len(self.history) * self.per_iter)
+
+
 def run_training(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> FakeTrainResult:
-    fake = cfg.get("fake") or {}
-    per_iter = int(cfg.env.num_envs) * int(cfg.agent.num_steps)
-    iterations = max(1, int(cfg.agent.training_max_steps) // per_iter)
-    eval_every = int(cfg.agent.evaluator.eval_metrics_every)
-    rng = random.Random(int(cfg.seed) * 7919 + hash(round(quality(cfg), 6)) % 1000)
     output_dir = Path(output_dir)
     _record_device(cfg, output_dir)
     run_id = f"fake-{uuid.uuid4().hex[:8]}"
     if callbacks is not None and callbacks.on_start is not None:
         callbacks.on_start({"wandb_run_id": run_id, "wandb_run_dir": None, "output_dir": str(output_dir)})
-    top = quality(cfg)
-    history, evals = [], []
+    curve = _Curve(cfg)
     stopped_by = None
     try:
-        for it in range(1, iterations + 1):
-            if fake.get("iteration_seconds"):
-                (_burn if fake.get("busy") else time.sleep)(float(fake.iteration_seconds))
-            if fake.get("raise_at_iteration") == it:
-                raise RuntimeError(f"fake training exploded at iteration {it}")
-            progress = 1.0 - math.exp(-it / max(1.0, iterations / 4))
-            metrics = {
-                "info/frames": float(it * per_iter),
-                "info/episode_reward": top * progress + rng.gauss(0, 2.0),
-            }
-            if it % eval_every == 0:
-                value = top * progress + rng.gauss(0, 0.5)
-                if fake.get("nan_at_iteration") is not None and it >= int(fake.nan_at_iteration):
-                    value = float("nan")
-                metrics["eval/episode_reward"] = value
-                evals.append(value)
-            history.append(metrics)
+        for it, metrics in curve:
             if callbacks is not None and callbacks.on_iteration is not None:
                 callbacks.on_iteration(it, metrics)
     except BaseException as exc:
@@ -103,11 +123,46 @@ def run_training(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> Fa
     finally:  # as the real training: the run's last word (W&B summary, exit code)
         if getattr(callbacks, "on_end", None) is not None:
             callbacks.on_end(stopped_by)
-    return FakeTrainResult(
-        history=history,
-        final_eval_return=evals[-1] if evals else None,
-        best_eval_return=max(evals) if evals else None,
-        output_dir=output_dir,
-        wandb_run_id=run_id,
-        frames=iterations * per_iter,
-    )
+    return curve.result(output_dir, run_id)
+
+
+def member_configs(cfg: DictConfig) -> list[DictConfig]:
+    """As workbench.train_population.member_configs: one config per seed, with its overrides."""
+    pop = cfg.population
+    seeds = [int(s) for s in pop.seeds]
+    overrides = list(pop.get("members") or []) or [{}] * len(seeds)
+    members = []
+    for seed, extra in zip(seeds, overrides):
+        member = copy.deepcopy(cfg)
+        with open_dict(member):
+            member.seed = seed
+        for key, value in dict(extra).items():
+            OmegaConf.update(member, str(key), value, merge=False)
+        members.append(member)
+    return members
+
+
+def run_population(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> list[FakeTrainResult]:
+    """As workbench.train_population.run_population: the members step in lockstep, each
+    reporting through ``callbacks`` (MemberCallbacks) with its index first."""
+    members = member_configs(cfg)
+    curves = [_Curve(member) for member in members]
+    dirs = [Path(output_dir) / f"member_{i}" for i in range(len(members))]
+    run_ids = [f"fake-{uuid.uuid4().hex[:8]}" for _ in members]
+    for i, run_id in enumerate(run_ids):
+        if callbacks is not None and callbacks.on_start is not None:
+            callbacks.on_start(i, {"wandb_run_id": run_id, "wandb_run_dir": None, "output_dir": str(dirs[i])})
+    stopped_by = None
+    try:
+        for steps in zip(*curves):
+            for i, (it, metrics) in enumerate(steps):
+                if callbacks is not None and callbacks.on_iteration is not None:
+                    callbacks.on_iteration(i, it, metrics)
+    except BaseException as exc:
+        stopped_by = exc
+        raise
+    finally:
+        for i in range(len(members)):
+            if getattr(callbacks, "on_end", None) is not None:
+                callbacks.on_end(i, stopped_by)
+    return [curve.result(d, r) for curve, d, r in zip(curves, dirs, run_ids)]
