@@ -247,12 +247,28 @@ REPORTS = {
     "wandb-report choice": Case(["report", "s", "--wandb-report", "maybe"], ["'maybe'", "'auto', 'always', 'never'"]),
     "unknown flag": Case(["report", "s", "--bogus"], ["--bogus"]),
     "directory storage": Case(["report", "s", "--storage", "{tmp}/db"], ["{tmp}/db"], prepare=directory("db")),
-    "unknown command": Case(["trian"], ["unknown command 'trian'", "train, sweep, runs, report"]),
+    "unknown command": Case(["trian"], ["unknown command 'trian'", "train, sweep, reevaluate, runs, report"]),
 }
 
 CORPUS = {f"{group}: {name}": case for group, cases in [
     ("train", TRAINING), ("checkpoint", CHECKPOINTS), ("sweep args", SWEEP_ARGUMENTS), ("storage", STORAGES),
     ("sweep file", SWEEP_FILES), ("runs", RUN_FILES), ("report", REPORTS)] for name, case in cases.items()}
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """An in-process Hydra app points the root logger's handlers at this test's captured stream;
+    later tests would log into a closed stream ("--- Logging error ---"): put the handlers back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def written(root: Path) -> set[Path]:
