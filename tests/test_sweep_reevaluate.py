@@ -146,3 +146,18 @@ def test_real_tiny_study_reevaluated_at_the_end_and_on_demand(tmp_path: Path):
     record = open_study(tmp_path, "tiny").user_attrs["reevaluation"]
     assert record["budget"] == 4096 and all(len(r["values"]) == 2 for r in record["rows"])
     assert (tmp_path / "sweeps_db" / "tiny.reeval.csv").is_file()
+
+
+def test_dry_run_finds_the_configs_own_budget_with_sweeper_overrides_on_the_command_line(tmp_path: Path):
+    """budget: null composes the config without the sweep file; the command line's
+    hydra.sweeper.* overrides (which `workbench sweep` always passes) must not break that."""
+    import subprocess
+
+    from sweep_fixture import sweep_env
+
+    cmd = [sys.executable, "-m", "workbench.cli", "train", "-m", "+sweep=ppo_knobs", "hydra.sweeper.dry_run=true",
+           "hydra.sweeper.study_name=own-budget", "hydra.sweeper.print_summary=false",
+           "agent.training_max_steps=65536"]  # the sweep's own (shortened) budget: not the re-evaluation's
+    done = subprocess.run(cmd, cwd=tmp_path, env=sweep_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fresh seeds each, 2000000 frames" in done.stdout  # conf/tuning/pendulum.yaml's training_max_steps

@@ -7,6 +7,7 @@ the value and what is allowed, before anything is built or written.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -132,8 +133,10 @@ def check_known_keys(node: Any, path: str = "") -> None:
         full = f"{path}{key}"
         if declared is not None and key not in declared and not (path == "" and key == "hydra"):
             hint = "; free-form notes go under +extra.<name>" if path == "" else ""
+            close = difflib.get_close_matches(str(key), sorted(declared), n=1)
+            guess = f"did you mean {path}{close[0]}? " if close else ""
             raise ConfigError(full, _plain_value(node._get_node(key)),
-                              f"not a key of {schema.__name__} (known keys: "
+                              f"{guess}not a key of {schema.__name__} (known keys: "
                               f"{', '.join(sorted(declared))}){hint}")
         if key != "hydra":
             check_known_keys(node._get_node(key), f"{full}.")

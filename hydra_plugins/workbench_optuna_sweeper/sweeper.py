@@ -5,6 +5,7 @@ submitit: a local or SLURM job). ``n_jobs`` > 1 runs that many launch loops in t
 launching one job at a time, so an out-of-process launcher runs trials asynchronously.
 """
 
+import copy
 import difflib
 import importlib
 import importlib.util
@@ -21,7 +22,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from workbench.errors import one_line
 from workbench.sweep.baseline import enqueue_baseline
@@ -117,6 +118,7 @@ class WorkbenchOptunaSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None
         conf = self.conf
+        _check_sweeper_keys(self.config)
         params = dict(OmegaConf.to_container(conf.params, resolve=False) or {})
         for arg in arguments:  # command-line overrides: searched if sweep syntax, else fixed
             key, _, value = arg.partition("=")
@@ -180,6 +182,10 @@ class WorkbenchOptunaSweeper(Sweeper):
         if seed_note:
             _say(seed_note)
         if conf.dry_run:
+            if reeval.top_k:  # composed now, so a budget that cannot be found fails before any trial
+                budget = reeval.budget or self._own_budget(space)
+                _say(f"re-evaluation when the budget is spent: top {reeval.top_k} and the defaults, "
+                     f"{reeval.seeds} fresh seeds each, {budget} frames")
             _say("dry run: the sweep is valid; no trial started")
             return None
         if conf.reevaluate_only:
@@ -245,7 +251,13 @@ class WorkbenchOptunaSweeper(Sweeper):
     def _own_budget(self, space: SearchSpace) -> int:
         """agent.training_max_steps of the config without the sweep file and its budget overrides."""
         base = self._fixed(space, drop=("sweep", *BUDGET_KEYS))
-        composed = self.hydra_context.config_loader.load_sweep_config(self.config, base)
+        # without the sweep file the sweeper is Hydra's basic one: the command line's
+        # hydra.sweeper.* overrides would not compose, and do not touch the budget
+        master = copy.deepcopy(self.config)
+        with open_dict(master):
+            master.hydra.overrides.hydra = [o for o in master.hydra.overrides.hydra
+                                            if not str(o).lstrip("+").startswith("hydra.sweeper.")]
+        composed = self.hydra_context.config_loader.load_sweep_config(master, base)
         return int(composed.agent.training_max_steps)
 
     def _reevaluate(self, study: optuna.Study, space: SearchSpace, spec: StorageSpec, settings: ReevalSettings) -> None:
@@ -377,6 +389,17 @@ def _mask_launcher_lines() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ScrubSecrets) for f in logger.filters):
             logger.addFilter(_ScrubSecrets())
+
+
+def _check_sweeper_keys(config: DictConfig) -> None:
+    """``+hydra.sweeper.n_trails=99`` (a typo Hydra lets through with ``+``) would be ignored:
+    refuse keys the sweeper's schema does not declare, with a did-you-mean."""
+    from workbench.config import ConfigError, check_known_keys
+
+    try:
+        check_known_keys(config.hydra.sweeper, "hydra.sweeper.")
+    except ConfigError as err:
+        raise SweepConfigError(str(err)) from None
 
 
 def _is_basic(launcher: Any) -> bool:
