@@ -26,16 +26,15 @@ from bench.workloads import WORKLOADS, Workload
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def matmul_gflops(m: int, k: int, n: int, min_seconds: float = 0.3, repeats: int = 5) -> float:
-    """Best-of-``repeats`` GFLOP/s of C = A @ B with A [m, k], B [k, n] (float32), C preallocated."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
-    torch.mm(a, b, out=out)
+def best_seconds(call, min_seconds: float = 0.3, repeats: int = 5) -> float:
+    """Best-of-``repeats`` CPU seconds of one ``call()``, over batches calibrated to about
+    ``min_seconds / repeats`` each."""
+    call()
     calls = 1
     while True:  # calibrate a batch of calls that takes about min_seconds / repeats
         start = time.process_time()
         for _ in range(calls):
-            torch.mm(a, b, out=out)
+            call()
         if time.process_time() - start > min_seconds / repeats:
             break
         calls *= 2
@@ -43,9 +42,16 @@ def matmul_gflops(m: int, k: int, n: int, min_seconds: float = 0.3, repeats: int
     for _ in range(repeats):
         start = time.process_time()
         for _ in range(calls):
-            torch.mm(a, b, out=out)
+            call()
         best = min(best, (time.process_time() - start) / calls)
-    return 2.0 * m * k * n / best / 1e9
+    return best
+
+
+def matmul_gflops(m: int, k: int, n: int, min_seconds: float = 0.3, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of C = A @ B with A [m, k], B [k, n] (float32), C preallocated."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = torch.empty(m, n)
+    return 2.0 * m * k * n / best_seconds(lambda: torch.mm(a, b, out=out), min_seconds, repeats) / 1e9
 
 
 def layer_dims(obs_dim: int, out_dim: int, hidden: tuple[int, ...]) -> list[tuple[int, int]]:

@@ -205,24 +205,11 @@ class Pair:
 def bmm_gflops(p: int, m: int, k: int, n: int, min_seconds: float = 0.2, repeats: int = 3) -> float:
     """Best-of-``repeats`` GFLOP/s (CPU time) of out = bias + A @ B with A [p, m, k], B [p, k, n]: the
     stacked layers' forward (torch.baddbmm), as ``bench.compute_bound.matmul_gflops`` times torch.mm."""
+    from bench.compute_bound import best_seconds
     a, b, bias = torch.randn(p, m, k), torch.randn(p, k, n), torch.randn(p, 1, n)
     out = torch.empty(p, m, n)
-    torch.baddbmm(bias, a, b, out=out)
-    calls = 1
-    while True:
-        start = time.process_time()
-        for _ in range(calls):
-            torch.baddbmm(bias, a, b, out=out)
-        if time.process_time() - start > min_seconds / repeats:
-            break
-        calls *= 2
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        for _ in range(calls):
-            torch.baddbmm(bias, a, b, out=out)
-        best = min(best, (time.process_time() - start) / calls)
-    return 2.0 * p * m * k * n / best / 1e9
+    seconds = best_seconds(lambda: torch.baddbmm(bias, a, b, out=out), min_seconds, repeats)
+    return 2.0 * p * m * k * n / seconds / 1e9
 
 
 def update_bound(workload, trainer: PopulationTrainer, peak_gflops: float, shape_rates: bool) -> dict:
