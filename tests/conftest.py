@@ -49,3 +49,25 @@ def workbench_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"})
     return env
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """An in-process Hydra app points loggers' handlers at a test's captured stream; later tests
+    would log into a closed stream ("--- Logging error ---"): put every logger's handlers back."""
+    import logging
+
+    def loggers():
+        found = [logging.getLogger()]
+        found += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+        return found
+
+    before = {id(lg): (list(lg.handlers), lg.level) for lg in loggers()}
+    yield
+    for logger in loggers():
+        handlers, level = before.get(id(logger), ([], logger.level))
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)

@@ -260,22 +260,6 @@ CORPUS = {f"{group}: {name}": case for group, cases in [
     ("sweep file", SWEEP_FILES), ("runs", RUN_FILES), ("report", REPORTS)] for name, case in cases.items()}
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """An in-process Hydra app points the root logger's handlers at this test's captured stream;
-    later tests would log into a closed stream ("--- Logging error ---"): put the handlers back."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def written(root: Path) -> set[Path]:
     return {p.relative_to(root) for p in root.rglob("*")}
 

@@ -15,6 +15,8 @@ defaults:
 {sampler_override}
 agent:
   training_max_steps: 2048
+fake:
+  iteration_seconds: 0.5  # trials long enough that both workers get one
 hydra:
   sweeper:
     sampler:
