@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from ..errors import EXIT_REFUSED, OneLineArgumentParser, one_line
 from .errors import AnalysisError
