@@ -72,7 +72,7 @@ class RunningMeanStd(nn.Module):
         has the same (the normal case: one clamp op)."""
         single = x.dim() == len(self.shape) + 1  # a population of one without its member dim
         key = (x.dtype, single, self.mean.device, self.mean._version, self.var._version, id(self.mean),
-               id(self.var))
+               id(self.var), self.clamp_value._version)  # a new member may bring its own clamp
         cached = self.__dict__.get("_cache")
         if cached is None or cached[0] != key:
             view = self.shape if single else (self.num_members, 1, *self.shape)

@@ -516,7 +516,6 @@ class PPO(BaseAgent):
         self.optimizers["critic"].reset_member(member, float(self.hp.critic_lr[member]))
         self.reward_norm.gamma.copy_(self.hp.gamma)
         self.reward_norm.clamp_value.copy_(self.hp.reward_clamp)
-        self.reward_norm._cache = None
         self.reward_norm.reset_member(member)
         self.adv_norm.mean_ema[member] = 0.0
         self.adv_norm.std_ema[member] = 1.0
