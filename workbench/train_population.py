@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from workbench.config import ConfigError
+from workbench.config import ConfigError, validate
 from workbench.metric_names import EVAL
 from workbench.tracking import Tracker
 from workbench.progress import Progress
@@ -88,74 +88,144 @@ class MemberCallbacks:
     on_end: Callable[[int, BaseException | None], tuple[dict, int]] | None = None
 
 
+class PopulationRun:
+    """The members of one agent as runs: each slot's config, output dir, W&B run, progress line
+    and result. Members start and end one at a time: a sweep closes a pruned trial's slot and
+    starts the next trial in it while the others train on.
+
+    ``on_start(slot, info)`` runs once per member, when its W&B run has started, with
+    ``wandb_run_id``, ``wandb_run_dir`` and ``output_dir``."""
+
+    def __init__(self, member_cfgs: list[DictConfig], dirs: list[Path], group: str,
+                 labels: list[str] | None = None, on_start: Callable[[int, dict], None] | None = None,
+                 load_training_state: bool = True) -> None:
+        self.agent = build_population(member_cfgs, dirs)
+        for i, member_dir in enumerate(dirs):  # load before writing anything (a bad checkpoint leaves nothing)
+            if (member_dir / "last.ckpt").exists():
+                self.agent.load_checkpoint(member_dir / "last.ckpt", load_training_state=load_training_state, member=i)
+        self.group, self.on_start = group, on_start
+        self.size = len(member_cfgs)
+        self._runs: list[_MemberRun | None] = [None] * self.size
+        for i, (member_cfg, member_dir) in enumerate(zip(member_cfgs, dirs)):
+            self._open(i, member_cfg, member_dir, labels[i] if labels else f"member {i}")
+
+    def insert(self, slot: int, cfg: DictConfig, output_dir: Path, label: str) -> None:
+        """Start a fresh member (``cfg``'s knobs and seed) in the closed slot ``slot``."""
+        validate(cfg)
+        if cfg.agent.model.actor.num_out is None:
+            cfg.agent.model.actor.num_out = self.agent.env.action_dim
+        self.agent.insert_member(slot, OmegaConf.to_object(cfg.agent), int(cfg.seed), output_dir)
+        self._open(slot, cfg, output_dir, label)
+
+    def _open(self, slot: int, cfg: DictConfig, output_dir: Path, label: str) -> None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config_dict = resolved_config(cfg)
+        config_dict["population"] = {"name": self.group, "member": slot, "size": self.size,
+                                     "seeds": [int(s) for s in self.agent.seeds]}
+        (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config_dict)))
+        logger = OmegaConf.to_object(cfg.logger)
+        logger.group = self.group
+        tracker = Tracker.start(config_dict, logger, output_dir, background=True)
+        # plain lines per member (one bar per member would fight over the terminal)
+        progress = Progress(self.agent.max_epochs_per_member[slot], log, label=label, interactive=False)
+        self._runs[slot] = _MemberRun(tracker, TrainResult(output_dir=output_dir), progress, time.time())
+
+    @property
+    def open_slots(self) -> list[int]:
+        return [i for i, run in enumerate(self._runs) if run is not None]
+
+    def step(self) -> list[tuple[int, int, dict[str, float], bool]]:
+        """One iteration of every open member: (slot, its iteration, its metrics, whether it has
+        reached its budget) per member, metrics already logged to its W&B run."""
+        logs, finishing = self.agent.step()
+        out = []
+        for slot, metrics in enumerate(logs):
+            run = self._runs[slot]
+            if metrics is None or run is None:
+                continue
+            run.tracker.log(metrics)
+            if not run.announced and run.tracker.started:
+                self._announce(slot)
+            run.result.history.append(metrics)
+            if EVAL.episode_reward in metrics:
+                value = metrics[EVAL.episode_reward]
+                run.result.final_eval_return = value
+                run.result.best_eval_return = max(run.result.best_eval_return or -float("inf"), value)
+            run.progress.update(self.agent.epochs[slot], self.agent.step_counts[slot], metrics)
+            out.append((slot, self.agent.epochs[slot], metrics, slot in finishing))
+        return out
+
+    def checkpoint(self) -> None:
+        """Every open member's last.ckpt (the run stops early: it can resume)."""
+        self.agent.save_checkpoint("last.ckpt", self.open_slots)
+
+    def close(self, slot: int, summary: Mapping | None = None, exit_code: int = 0) -> TrainResult:
+        """End the member in ``slot``: its W&B summary (``summary`` added) and exit code; the
+        slot stops training and may take a new member."""
+        run = self._runs[slot]
+        assert run is not None, f"slot {slot} is not open"
+        result = run.result
+        result.frames = self.agent.step_counts[slot]
+        run.tracker.update_summary({"frames": result.frames, "wall_time_s": time.time() - run.started,
+                                    "final_eval_return": result.final_eval_return,
+                                    "best_eval_return": result.best_eval_return, **(summary or {})})
+        run.tracker.finish(exit_code)
+        if not run.announced:
+            self._announce(slot)
+        result.wandb_run_id = run.tracker.run_id  # a W&B failure mid-run moves it to a fallback offline run
+        result.wandb_run_dir = str(run.tracker.run_dir) if run.tracker.run_dir else None
+        self.agent.remove_member(slot)
+        self._runs[slot] = None
+        return result
+
+    def _announce(self, slot: int) -> None:
+        run = self._runs[slot]
+        run.announced = True
+        if self.on_start:
+            self.on_start(slot, {"wandb_run_id": run.tracker.run_id, "output_dir": str(run.result.output_dir),
+                                 "wandb_run_dir": str(run.tracker.run_dir) if run.tracker.run_dir else None})
+
+
+@dataclass
+class _MemberRun:
+    tracker: Tracker
+    result: TrainResult
+    progress: Progress
+    started: float
+    announced: bool = False
+
+
 def run_population(cfg: DictConfig, output_dir: Path | str,
                    callbacks: MemberCallbacks | None = None) -> list[TrainResult]:
+    """Train ``cfg``'s population to its budget; each member's result in member order."""
     callbacks = callbacks or MemberCallbacks()
     output_dir = Path(output_dir)
     members = member_configs(cfg)
     dirs = [output_dir / f"member_{i}" for i in range(len(members))]
-    agent = build_population(members, dirs)
-    for i, member_dir in enumerate(dirs):  # load before writing anything (a bad checkpoint leaves nothing)
-        if (member_dir / "last.ckpt").exists():
-            agent.load_checkpoint(member_dir / "last.ckpt", load_training_state=cfg.load_training_state, member=i)
-
-    group = cfg.population.name or output_dir.name
-    trackers, results = [], []
-    for i, (member, member_dir) in enumerate(zip(members, dirs)):
-        member_dir.mkdir(parents=True, exist_ok=True)
-        config_dict = resolved_config(member)
-        config_dict["population"] = {"name": group, "member": i, "size": len(members),
-                                     "seeds": [int(m.seed) for m in members]}
-        (member_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config_dict)))
-        logger = OmegaConf.to_object(member.logger)
-        logger.group = group
-        trackers.append(Tracker.start(config_dict, logger, member_dir, background=True))
-        results.append(TrainResult(output_dir=member_dir))
-    announced = [False] * len(members)
-
-    def announce(member: int) -> None:
-        announced[member] = True
-        tracker = trackers[member]
-        if callbacks.on_start:
-            callbacks.on_start(member, {"wandb_run_id": tracker.run_id, "output_dir": str(dirs[member]),
-                                        "wandb_run_dir": str(tracker.run_dir) if tracker.run_dir else None})
-
-    # plain lines per member (one bar per member would fight over the terminal)
-    progress = [Progress(agent.max_epochs_per_member[i], log, label=f"member {i}", interactive=False)
-                for i in range(len(members))]
-
-    def on_iteration(member: int, metrics: dict[str, float]) -> None:
-        trackers[member].log(metrics)
-        if not announced[member] and trackers[member].started:
-            announce(member)
-        result = results[member]
-        result.history.append(metrics)
-        if EVAL.episode_reward in metrics:
-            result.final_eval_return = metrics[EVAL.episode_reward]
-            result.best_eval_return = max(result.best_eval_return or -float("inf"), metrics[EVAL.episode_reward])
-        progress[member].update(agent.epochs[member], agent.step_counts[member], metrics)
-        if callbacks.on_iteration:
-            callbacks.on_iteration(member, agent.epochs[member], metrics)
-
-    started = time.time()
+    run = PopulationRun(members, dirs, cfg.population.name or output_dir.name, on_start=callbacks.on_start,
+                        load_training_state=cfg.load_training_state)
+    results: list[TrainResult | None] = [None] * len(members)
     stopped_by: BaseException | None = None
+
+    def close(slot: int) -> None:
+        extra, exit_code = callbacks.on_end(slot, stopped_by) if callbacks.on_end else ({}, int(stopped_by is not None))
+        results[slot] = run.close(slot, extra, exit_code)
+
     try:
-        agent.fit(on_iteration)
+        while run.open_slots:
+            done = []
+            for slot, iteration, metrics, finished in run.step():
+                if callbacks.on_iteration:
+                    callbacks.on_iteration(slot, iteration, metrics)
+                if finished:
+                    done.append(slot)
+            for slot in done:
+                close(slot)
     except BaseException as exc:
         stopped_by = exc
+        run.checkpoint()
         raise
     finally:
-        for i, (tracker, result) in enumerate(zip(trackers, results)):
-            result.frames = agent.step_counts[i]
-            extra, exit_code = (callbacks.on_end(i, stopped_by) if callbacks.on_end
-                                else ({}, int(stopped_by is not None)))
-            tracker.update_summary({"frames": agent.step_counts[i], "wall_time_s": time.time() - started,
-                                    "final_eval_return": result.final_eval_return,
-                                    "best_eval_return": result.best_eval_return, **extra})
-            tracker.finish(exit_code)
-            if not announced[i]:
-                announce(i)
-            result.wandb_run_id = tracker.run_id
-            result.wandb_run_dir = str(tracker.run_dir) if tracker.run_dir else None
-    return results
-
+        for slot in run.open_slots:
+            close(slot)
+    return results  # type: ignore[return-value]

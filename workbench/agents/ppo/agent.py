@@ -434,6 +434,22 @@ class PPO(BaseAgent):
     def should_stop(self) -> bool:
         return not any(bool(self.active[p]) and not self.member_done(p) for p in range(self.num_members))
 
+    def step(self) -> tuple[list[dict[str, float] | None], list[int]]:
+        """One iteration of ``fit``: each member's metrics (None: an empty slot) and the members
+        that reached their budget with it. Those are evaluated once more if the iteration did
+        not evaluate them (every run ends with a score), their last.ckpt is written and their
+        slots are closed (``insert_member`` may start a new member there)."""
+        logs = self.train_iteration()
+        finishing = [p for p in self._active_members() if self.member_done(p)]
+        unevaluated = [p for p in finishing if EVAL.episode_reward not in logs[p]]
+        if self.evaluator is not None and unevaluated:
+            for p, metrics in self.evaluate(unevaluated).items():
+                logs[p].update(metrics)
+        for p in finishing:
+            self.save_checkpoint("last.ckpt", [p])
+            self.active[p] = False
+        return logs, finishing
+
     def fit(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
         """Train every member to its budget; returns each member's final evaluation ({} without one).
 
@@ -441,12 +457,7 @@ class PPO(BaseAgent):
         member's last.ckpt is written and the exception propagates."""
         final = [{} for _ in range(self.num_members)]
         while not self.should_stop():
-            logs = self.train_iteration()
-            finishing = [p for p in self._active_members() if self.member_done(p)]
-            unevaluated = [p for p in finishing if EVAL.episode_reward not in logs[p]]
-            if self.evaluator is not None and unevaluated:  # every run ends with a score
-                for p, metrics in self.evaluate(unevaluated).items():
-                    logs[p].update(metrics)
+            logs, finishing = self.step()
             for p in finishing:
                 final[p] = self.last_eval[p] if EVAL.episode_reward in logs[p] else {}
             try:
@@ -456,9 +467,6 @@ class PPO(BaseAgent):
             except BaseException:
                 self.save_checkpoint("last.ckpt")
                 raise
-            for p in finishing:
-                self.save_checkpoint("last.ckpt", [p])
-                self.active[p] = False
         return final
 
     # ------------------------------------------------------------------ evaluation
