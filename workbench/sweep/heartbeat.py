@@ -33,30 +33,55 @@ def beat(storage: BaseStorage, trial_id: int) -> bool:
         return False
 
 
-class Heartbeat:
-    """Beats for one trial from a daemon thread while the trial runs (context manager)."""
+class Heartbeats:
+    """Beats for a changing set of running trials from one daemon thread (context manager):
+    a population worker's members come and go; a single trial is a set of one."""
 
-    def __init__(self, storage: BaseStorage, trial_id: int, interval: float) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+    def __init__(self, storage: BaseStorage, interval: float, trial_ids: tuple[int, ...] = ()) -> None:
+        self._storage, self._interval = storage, interval
+        self._ids = set(trial_ids)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def add(self, trial_id: int) -> None:
+        beat(self._storage, trial_id)  # at once: between reservation and the next beat it must not look dead
+        with self._lock:
+            self._ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def _beat_all(self) -> None:
+        with self._lock:
+            ids = sorted(self._ids)
+        for trial_id in ids:
+            try:
+                if not beat(self._storage, trial_id):
+                    self.discard(trial_id)
+            except Exception as exc:  # a storage hiccup must not kill the trial
+                log.warning("heartbeat for trial id %s failed: %s", trial_id, exc)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                if not beat(self._storage, self._trial_id):
-                    return
-            except Exception as exc:  # a storage hiccup must not kill the trial
-                log.warning("heartbeat for trial id %s failed: %s", self._trial_id, exc)
+            self._beat_all()
 
-    def __enter__(self) -> "Heartbeat":
-        beat(self._storage, self._trial_id)
+    def __enter__(self) -> "Heartbeats":
+        self._beat_all()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+class Heartbeat(Heartbeats):
+    """Beats for one trial while it runs."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: float) -> None:
+        super().__init__(storage, interval, (trial_id,))
 
 
 def last_beat(trial: optuna.trial.FrozenTrial) -> float:
