@@ -58,6 +58,9 @@ class WorkbenchOptunaSweeperConf:
     storage_dir: str = "sweeps_db"
     n_trials: int = 20  # total over all workers and restarts
     n_jobs: int = 1  # concurrent jobs of this sweeper (needs an out-of-process launcher)
+    # > 1: each job trains this many trials side by side as one batched population and refills
+    # a pruned or finished trial's slot with the next trial (workbench/sweep/population_trials.py)
+    population: int = 1
     params: Dict[str, Any] = field(default_factory=dict)
     conditions: Dict[str, str] = field(default_factory=dict)
     objective: ObjectiveConf = field(default_factory=ObjectiveConf)

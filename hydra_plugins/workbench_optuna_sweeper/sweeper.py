@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from workbench.errors import one_line
 from workbench.sweep.baseline import enqueue_baseline
 from workbench.sweep.reevaluate import (BUDGET_KEYS, DEFAULT_TOP_K, REEVAL_ATTR, ReevalSettings, build_record,
-                                        fresh_seeds, pick_configs, reeval_table, settings_dict, structural_params,
+                                        fresh_seeds, pick_configs, reeval_table, settings_dict,
                                         write_reeval_csv)
 from workbench.sweep.driver import HeartbeatSettings, StudyDriver
 from workbench.sweep.errors import StorageError, SweepConfigError
@@ -36,6 +36,8 @@ from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, ma
 from workbench.sweep.heartbeat import Heartbeat
 from workbench.sweep.multiobjective import check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
+from workbench.sweep.population_trials import (CONDITIONS_ATTR, SEARCH_SPACE_ATTR, check_population_sweep,
+                                               run_population_jobs, structural_names)
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
 from workbench.sweep.storage import (ENV_STORAGE, StorageSpec, budget_lock, check_storage, open_storage,
                                      resolve_storage)
@@ -138,6 +140,8 @@ class WorkbenchOptunaSweeper(Sweeper):
         check_sampler(sampler, [p.name for p in space.searched])
         check_pruner(pruner, objective.seeds)
         check_multi_objective(objectives, sampler, pruner, objective.seeds)
+        population = int(conf.population)
+        check_population_sweep(population, space, objectives)
         reeval = ReevalSettings.from_config(OmegaConf.to_container(conf.reevaluate, resolve=True))
         study_name = self._study_name()
         base_dir = Path(self.config.hydra.runtime.cwd)
@@ -167,7 +171,9 @@ class WorkbenchOptunaSweeper(Sweeper):
                 f"this sweep asks for {_directions_text(directions)}: use another study_name"
             )
         study.set_user_attr("objective_metrics", list(objectives.metrics))  # the report's axis labels
-        study.set_user_attr("search_space", scrub_secrets({k: str(v) for k, v in params.items()}))
+        study.set_user_attr(SEARCH_SPACE_ATTR, scrub_secrets({k: str(v) for k, v in params.items()}))
+        # a population job samples its trials itself, from these
+        study.set_user_attr(CONDITIONS_ATTR, dict(OmegaConf.to_container(conf.get("conditions") or {}, resolve=True)))
         study.set_user_attr("n_trials", n_trials)  # `workbench sweep` judges its exit code by it
         study.set_user_attr("reevaluate", settings_dict(reeval))
         study.set_user_attr("invocation", self._invocation(arguments))  # what `workbench reevaluate` reruns
@@ -178,7 +184,8 @@ class WorkbenchOptunaSweeper(Sweeper):
         _say(f"study {study_name} on {spec.redacted}: {n_trials} trials, "
              f"{len(space.searched)} searched parameters, sampler {type(sampler).__name__}, "
              f"pruner {type(pruner).__name__}" + (f", objectives {_objectives_text(objectives)}"
-                                                  if objectives.multi else ""))
+                                                  if objectives.multi else "")
+             + (f", {population} trials side by side per job" if population > 1 else ""))
         if seed_note:
             _say(seed_note)
         if conf.dry_run:
@@ -206,13 +213,20 @@ class WorkbenchOptunaSweeper(Sweeper):
                     (ret,) = self.launcher.launch([overrides], initial_job_idx=number)
             return ret.return_value  # re-raises the job's exception, if any
 
+        def launch_population(token: str, index: int) -> Any:
+            overrides = space.overrides({}) + self._population_overrides(study_name, spec, token, population)
+            (ret,) = self.launcher.launch([overrides], initial_job_idx=index)
+            return ret.return_value
+
+        loop = (driver.run if population == 1 else
+                lambda launcher, stopped: run_population_jobs(driver, launch_population, stopped))
         stop = threading.Event()
         try:
             if slots == 1:
-                driver.run(launch, stop)
+                loop(launch, stop)
             else:
                 with ThreadPoolExecutor(slots, thread_name_prefix="sweep-slot") as pool:
-                    for future in [pool.submit(driver.run, launch, stop) for _ in range(slots)]:
+                    for future in [pool.submit(loop, launch, stop) for _ in range(slots)]:
                         future.result()
             if reeval.top_k and self._claims_reevaluation(study, spec, n_trials):
                 self._reevaluate(study, space, spec, reeval)
@@ -261,13 +275,11 @@ class WorkbenchOptunaSweeper(Sweeper):
         return int(composed.agent.training_max_steps)
 
     def _reevaluate(self, study: optuna.Study, space: SearchSpace, spec: StorageSpec, settings: ReevalSettings) -> None:
-        from workbench.agents.ppo.population import PER_MEMBER
-
         configs = pick_configs(study, settings.top_k or DEFAULT_TOP_K, settings.baseline)
         if not configs:
             _say("re-evaluation: no complete trial to re-evaluate")
             return
-        structural = structural_params(configs, PER_MEMBER)
+        structural = structural_names(name for t in configs for name in t.params)
         budget = settings.budget or self._own_budget(space)
         seeds = [fresh_seeds(j, settings.seeds) for j in range(len(configs))]
         # one population for everything, unless a searched knob shapes the computation
@@ -345,6 +357,13 @@ class WorkbenchOptunaSweeper(Sweeper):
                         "For parallel local workers use `workbench sweep --workers N`.", n_jobs)
             return 1
         return n_jobs
+
+    def _population_overrides(self, study_name: str, spec: StorageSpec, token: str, size: int) -> list[str]:
+        """A population job's: it reserves its trials itself; its members write <sweep dir>/<trial>."""
+        name = format_value(study_name)
+        return [f"++trial.study_name={name}", f"++trial.storage={format_value(spec.redacted)}",
+                f"++trial.population_worker={token}", f"++trial.population_size={size}",
+                f"++logger.group={name}", "++logger.job_type=sweep-trial", f"hydra.sweep.subdir=population-{token}"]
 
     def _trial_overrides(self, study_name: str, spec: StorageSpec, number: int) -> list[str]:
         name = format_value(study_name)

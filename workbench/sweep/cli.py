@@ -28,7 +28,7 @@ from workbench.sweep.summary import summary_table, write_csv
 from workbench.tracking.secrets import scrub_text
 
 PROG = "workbench sweep"
-OPTIONS = "--workers, --n-trials, --storage, --storage-file, --study-name, --devices"
+OPTIONS = "--workers, --n-trials, --population, --storage, --storage-file, --study-name, --devices"
 
 REPO_ROOT = Path(workbench.__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="sweep file name in sweeps/ (without .yaml)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--n-trials", type=int, help="total trials of the study (all workers, all restarts)")
+    p.add_argument("--population", type=int, help="trials each worker trains side by side, as one "
+                                                  "batched population (hydra.sweeper.population)")
     p.add_argument("--storage", help="Optuna RDB URL or journal file path (default: sweeps_db/<study>.journal)")
     p.add_argument("--storage-file", type=Path,
                    help="a file whose first line is the storage URL: keeps a password off the command line")
@@ -82,6 +84,8 @@ def worker_command(app: str, name: str, args: argparse.Namespace, extra: list[st
             "hydra.sweeper.summary_csv=false"]
     if args.n_trials is not None:
         cmd.append(f"hydra.sweeper.n_trials={args.n_trials}")
+    if args.population is not None:
+        cmd.append(f"hydra.sweeper.population={args.population}")
     return cmd + extra
 
 
@@ -108,7 +112,7 @@ def _check_arguments(args: argparse.Namespace, extra: list[str]) -> None:
                          "(other arguments are Hydra overrides key=value)")
         if "=" not in arg and not arg.startswith("~"):  # ~key deletes a key: an override without '='
             refuse(PROG, f"unexpected argument {arg!r}: not an option ({OPTIONS}) nor a Hydra override key=value")
-    for flag, value in (("--workers", args.workers), ("--n-trials", args.n_trials)):
+    for flag, value in (("--workers", args.workers), ("--n-trials", args.n_trials), ("--population", args.population)):
         if value is not None and value < 1:
             refuse(PROG, f"{flag}={value} is not allowed: must be >= 1")
     if args.devices is not None and any(arg.split("=", 1)[0].lstrip("+~") == "device" for arg in extra):

@@ -93,12 +93,6 @@ def fresh_seeds(index: int, count: int) -> list[int]:
     return [FRESH_SEED_BASE + index * count + i for i in range(count)]
 
 
-def structural_params(configs: Sequence[FrozenTrial], per_member: Sequence[str]) -> list[str]:
-    """Searched params a population cannot vary per member (they shape the computation)."""
-    names = sorted({name for t in configs for name in t.params})
-    return [n for n in names if not (n.startswith("agent.") and n[len("agent."):] in per_member)]
-
-
 # ---- the record -----------------------------------------------------------------------
 
 def build_record(study: optuna.Study, configs: Sequence[FrozenTrial], values: Sequence[Sequence[float]],

@@ -52,18 +52,26 @@ def run_trial(
     run_training: Callable[..., Any],
     sweeper: Mapping[str, Any] | None = None,
     run_population: Callable[..., Any] | None = None,
-) -> TrialOutcome:
+    population_run: Callable[..., Any] | None = None,
+) -> TrialOutcome | list[TrialOutcome]:
     """Run the training for trial ``cfg.trial.number`` and record its outcome.
 
     ``sweeper`` holds the ``hydra.sweeper`` settings (pruner, objective, heartbeat); by default
     they are read from the running Hydra job's config. ``run_population(cfg, output_dir,
-    MemberCallbacks)`` trains ``objective.seeds`` side by side (default: the workbench's).
+    MemberCallbacks)`` trains ``objective.seeds`` side by side (default: the workbench's);
+    ``population_run`` builds a population job's batched training (``hydra.sweeper.population``;
+    default: ``workbench.train_population.PopulationRun``).
     """
     sweeper = _plain(sweeper if sweeper is not None else _hydra_sweeper_node())
     objectives = parse_objectives(sweeper.get("direction", "maximize"), sweeper.get("objective"))
     settings = settings_for(ObjectiveSettings.from_config(sweeper.get("objective")), objectives)
     if cfg.trial.get("reevaluate"):  # not a trial: a re-evaluation population of the study's configs
         return reevaluation_values(cfg, Path(output_dir), run_population or _default_population_runner(), settings)
+    if cfg.trial.get("population_worker"):  # not one trial: a job that trains several side by side
+        from workbench.sweep.population_trials import run_population_trials
+
+        return run_population_trials(cfg, Path(output_dir), population_run or _default_population_run(), sweeper,
+                                     settings, _storage_for_job(cfg), _pruner(sweeper), _worker_index())
     study_name = str(cfg.trial.study_name)
     number = int(cfg.trial.number)
     spec = _storage_for_job(cfg)
@@ -258,17 +266,8 @@ def _member_callbacks(trial, seeds, on_iteration, trackers, seen):
     under the single-run keys, so tools that read one run per trial find one."""
     from workbench.sweep.compat import make_member_callbacks
 
-    links: dict[str, list] = {"wandb_run_ids": [None] * len(seeds), "wandb_run_dirs": [None] * len(seeds),
-                              "output_dirs": [None] * len(seeds)}
-
     def on_start(member: int, info: Mapping[str, Any]) -> None:
-        for key in ("wandb_run_id", "wandb_run_dir", "output_dir"):
-            links[key + "s"][member] = None if info.get(key) is None else str(info[key])
-            if member == 0 and info.get(key) is not None:
-                trial.set_user_attr(key, str(info[key]))
-        for key, values in links.items():
-            trial.set_user_attr(key, list(values))
-        trial.set_user_attr("seeds", list(seeds))
+        link_seed_run(trial, seeds, member, info)
 
     def on_end(member: int, error: BaseException | None) -> tuple[dict, int]:
         state, value = run_verdict(error, trackers[member], seen[member].final_eval)
@@ -277,6 +276,19 @@ def _member_callbacks(trial, seeds, on_iteration, trackers, seen):
         return summary, 1 if state == "FAIL" else 0
 
     return make_member_callbacks(on_start=on_start, on_iteration=on_iteration, on_end=on_end)
+
+
+def _default_population_run() -> Callable[..., Any]:
+    from workbench.train_population import PopulationRun
+
+    return PopulationRun
+
+
+def _worker_index() -> int | None:
+    from workbench.sweep.factory import ENV_WORKER
+
+    raw = os.environ.get(ENV_WORKER)
+    return int(raw) if raw and raw.isdigit() else None
 
 
 def _default_population_runner() -> Callable[..., Any]:
@@ -368,15 +380,32 @@ def _on_end(trial: optuna.Trial, tracker: ObjectiveTracker, seen: _Seen, require
 def _callbacks(trial: optuna.Trial, on_iteration, on_end=None):
     from workbench.sweep.compat import make_callbacks
 
-    def on_start(info: Mapping[str, Any]) -> None:
-        for key in ("wandb_run_id", "wandb_run_dir", "output_dir"):
-            if info.get(key) is not None:
-                trial.set_user_attr(key, str(info[key]))
-        ids = list(trial.user_attrs.get("wandb_run_ids", []))
-        if info.get("wandb_run_id") is not None:
-            trial.set_user_attr("wandb_run_ids", ids + [str(info["wandb_run_id"])])
+    return make_callbacks(on_start=lambda info: link_run(trial, info), on_iteration=on_iteration, on_end=on_end)
 
-    return make_callbacks(on_start=on_start, on_iteration=on_iteration, on_end=on_end)
+
+RUN_LINKS = ("wandb_run_id", "wandb_run_dir", "output_dir")
+
+
+def link_run(trial: optuna.Trial, info: Mapping[str, Any]) -> None:
+    """The trial's W&B run and output dir, as user attributes (the report and notebooks follow them)."""
+    for key in RUN_LINKS:
+        if info.get(key) is not None:
+            trial.set_user_attr(key, str(info[key]))
+    ids = list(trial.user_attrs.get("wandb_run_ids", []))
+    if info.get("wandb_run_id") is not None:
+        trial.set_user_attr("wandb_run_ids", ids + [str(info["wandb_run_id"])])
+
+
+def link_seed_run(trial: optuna.Trial, seeds, member: int, info: Mapping[str, Any]) -> None:
+    """Seed ``member``'s run among the trial's: lists in seed order; the first seed's also under
+    the single-run keys, so tools that read one run per trial find one."""
+    for key in RUN_LINKS:
+        links = list(trial.user_attrs.get(key + "s") or [None] * len(seeds))
+        links[member] = None if info.get(key) is None else str(info[key])
+        trial.set_user_attr(key + "s", links)
+        if member == 0 and info.get(key) is not None:
+            trial.set_user_attr(key, str(info[key]))
+    trial.set_user_attr("seeds", list(seeds))
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> TrialOutcome:

@@ -11,13 +11,14 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> object:
-    from workbench.sweep.fake.training import run_population, run_training
+    from workbench.sweep.fake.training import FakePopulationRun, run_population, run_training
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.get("trial"):
         from workbench.sweep.trial import run_trial
 
-        return run_trial(cfg, output_dir, run_training, run_population=run_population)
+        return run_trial(cfg, output_dir, run_training, run_population=run_population,
+                         population_run=FakePopulationRun)
     return run_training(cfg, output_dir)
 
 

@@ -81,7 +81,7 @@ class _Curve:
         eval_every = int(self.cfg.agent.evaluator.eval_metrics_every)
         for it in range(1, self.iterations + 1):
             if fake.get("iteration_seconds"):
-                (_burn if fake.get("busy") else time.sleep)(float(fake.iteration_seconds))
+                (_burn if fake.get("busy") else time.sleep)(float(fake["iteration_seconds"]))
             if fake.get("raise_at_iteration") == it:
                 raise RuntimeError(f"fake training exploded at iteration {it}")
             progress = 1.0 - math.exp(-it / max(1.0, self.iterations / 4))
@@ -91,7 +91,8 @@ class _Curve:
             }
             if it % eval_every == 0:
                 value = top * progress + self.rng.gauss(0, 0.5)
-                if fake.get("nan_at_iteration") is not None and it >= int(fake.nan_at_iteration):
+                if (fake.get("nan_at_iteration") is not None and it >= int(fake["nan_at_iteration"])
+                        and float(self.cfg.agent.e_clip) > float(fake.get("nan_above_e_clip") or -math.inf)):
                     value = float("nan")
                 metrics["eval/episode_reward"] = value
                 self.evals.append(value)
@@ -166,3 +167,51 @@ def run_population(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> 
             if getattr(callbacks, "on_end", None) is not None:
                 callbacks.on_end(i, stopped_by)
     return [curve.result(d, r) for curve, d, r in zip(curves, dirs, run_ids)]
+
+
+class FakePopulationRun:
+    """As workbench.train_population.PopulationRun: members in slots, stepped together (one
+    iteration's time for all of them, as a batched population costs), closed one at a time."""
+
+    def __init__(self, member_cfgs: list[DictConfig], dirs: list[Path], group: str,
+                 labels: list[str] | None = None, on_start: Any = None) -> None:
+        self.on_start = on_start
+        self.fake = member_cfgs[0].get("fake") or {}
+        self._slots: list[dict | None] = [None] * len(member_cfgs)
+        for slot, (cfg, directory) in enumerate(zip(member_cfgs, dirs)):
+            self.insert(slot, cfg, directory)
+
+    def insert(self, slot: int, cfg: DictConfig, output_dir: Path, label: str = "") -> None:
+        output_dir = Path(output_dir)
+        _record_device(cfg, output_dir)
+        curve = _Curve(cfg)
+        # the population pays the iteration time once per step, not each member
+        curve.fake = {k: v for k, v in curve.fake.items() if k != "iteration_seconds"}
+        self._slots[slot] = {"curve": curve, "steps": iter(curve), "dir": output_dir,
+                             "run_id": f"fake-{uuid.uuid4().hex[:8]}", "cfg": cfg}
+        if self.on_start is not None:
+            self.on_start(slot, {"wandb_run_id": self._slots[slot]["run_id"], "wandb_run_dir": None,
+                                 "output_dir": str(output_dir)})
+
+    @property
+    def open_slots(self) -> list[int]:
+        return [i for i, s in enumerate(self._slots) if s is not None]
+
+    def step(self) -> list[tuple[int, int, dict, bool]]:
+        if self.fake.get("iteration_seconds"):
+            (_burn if self.fake.get("busy") else time.sleep)(float(self.fake.iteration_seconds))
+        out = []
+        for slot in self.open_slots:
+            state = self._slots[slot]
+            it, metrics = next(state["steps"])
+            out.append((slot, it, metrics, it >= state["curve"].iterations))
+        return out
+
+    def checkpoint(self) -> None:
+        pass
+
+    def close(self, slot: int, summary: dict | None = None, exit_code: int = 0) -> FakeTrainResult:
+        state = self._slots[slot]
+        self._slots[slot] = None
+        (state["dir"] / "fake_summary.json").write_text(json.dumps({**(summary or {}), "exit_code": exit_code}))
+        return state["curve"].result(state["dir"], state["run_id"])

@@ -1,0 +1,222 @@
+"""Population sweeps (``hydra.sweeper.population``): one job trains several trials side by side.
+
+The bookkeeping runs on the fake app (a population step costs one iteration's time, members
+come and go per slot); the last tests run the real agent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from workbench.sweep.driver import budget_used
+from workbench.sweep.fake.harness import env_for, open_study, run, sweep_cli_cmd, worker_cmd, write_sweep
+
+RANDOM_SEEDED = {"_target_": "optuna.samplers.RandomSampler", "seed": 7}
+
+
+def _finished(trials):
+    return [t for t in trials if t.state.is_finished()]
+
+
+def test_population_sweep_refills_freed_slots_until_the_budget_is_spent(tmp_path: Path):
+    write_sweep(tmp_path, "pop", {"n_trials": 10}, iterations=8)
+    done = run(sweep_cli_cmd(tmp_path, "pop", ["--population", "3"]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = open_study(tmp_path, "pop").get_trials(deepcopy=False)
+    assert len(trials) == 10 and budget_used(trials) == 10
+    assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.PRUNED}
+    assert len({t.user_attrs["population_worker"] for t in trials}) == 1  # one job trained them all
+    # a trial taken into a freed slot trained beside trials started before it
+    overlaps = [(a.number, b.number) for a in trials for b in trials
+                if b.number >= 3 and a.datetime_start < b.datetime_start < a.datetime_complete]
+    assert overlaps, "no trial ever joined a running population"
+    for t in trials:
+        out = Path(t.user_attrs["output_dir"])
+        assert out == tmp_path / "multirun" / "pop" / str(t.number)
+        summary = json.loads((out / "fake_summary.json").read_text())
+        assert summary["trial/state"] == t.state.name and summary["trial/number"] == t.number
+        assert summary["exit_code"] == 0  # a pruned run did what was asked
+        last = max(t.intermediate_values)
+        if t.state == TrialState.COMPLETE:
+            assert last == 8 and t.user_attrs["frames"] == 8 * 8 * 32  # reported at its final iteration too
+        else:
+            assert last < 8 and t.user_attrs["frames"] == last * 8 * 32
+    assert trials[0].user_attrs["baseline"] is True
+
+
+def test_population_trials_get_the_params_and_values_of_one_trial_per_process(tmp_path: Path):
+    """Same sampler seed, same study size: trial n has the same params either way, and a trial
+    that completes in both has the same value (pruning depends on timing, so may differ)."""
+    studies = {}
+    for mode, extra in (("single", []), ("pop", ["--population", "4"])):
+        write_sweep(tmp_path, mode, {"n_trials": 9, "sampler": RANDOM_SEEDED})
+        done = run(sweep_cli_cmd(tmp_path, mode, extra), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        studies[mode] = open_study(tmp_path, mode).get_trials(deepcopy=False)
+    single, pop = studies["single"], studies["pop"]
+    assert [t.params for t in single] == [t.params for t in pop]
+    both = [(a, b) for a, b in zip(single, pop) if a.state == b.state == TrialState.COMPLETE]
+    assert len(both) >= 2
+    for a, b in both:
+        assert a.value == pytest.approx(b.value, rel=1e-12)
+        assert a.intermediate_values == pytest.approx(b.intermediate_values, rel=1e-12)
+
+
+def test_two_population_workers_and_a_restart_keep_the_budget_exact(tmp_path: Path):
+    write_sweep(tmp_path, "duo", {"n_trials": 8}, iterations=6)
+    done = run(sweep_cli_cmd(tmp_path, "duo", ["--population", "2", "--workers", "2"]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert budget_used(open_study(tmp_path, "duo").get_trials(deepcopy=False)) == 8
+    done = run(sweep_cli_cmd(tmp_path, "duo", ["--population", "3", "--n-trials", "13"]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = open_study(tmp_path, "duo").get_trials(deepcopy=False)
+    assert len(trials) == 13 and all(t.state.is_finished() for t in trials)
+    assert [t.number for t in trials] == list(range(13))
+
+
+def test_seeds_of_a_population_trial_are_members_too(tmp_path: Path):
+    write_sweep(tmp_path, "seeded", {"n_trials": 5, "pruner": None,
+                                     "objective": {"metric": "eval/episode_reward", "window": 2,
+                                                   "seeds": [3, 4], "aggregate": "mean"}}, iterations=4)
+    done = run(sweep_cli_cmd(tmp_path, "seeded", ["--population", "2"]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = open_study(tmp_path, "seeded").get_trials(deepcopy=False)
+    assert len(trials) == 5 and {t.state for t in trials} == {TrialState.COMPLETE}
+    for t in trials:
+        values = t.user_attrs["seed_values"]
+        assert set(values) == {"3", "4"}
+        assert t.value == pytest.approx(sum(values.values()) / 2)
+        assert t.user_attrs["seeds"] == [3, 4] and len(t.user_attrs["output_dirs"]) == 2
+        for seed, out in zip((3, 4), t.user_attrs["output_dirs"]):
+            summary = json.loads((Path(out) / "fake_summary.json").read_text())
+            assert summary["trial/seed"] == seed and summary["trial/value"] == pytest.approx(values[str(seed)])
+
+
+def test_a_crash_fails_the_population_s_trials_and_the_study_goes_on(tmp_path: Path):
+    write_sweep(tmp_path, "boom", {"n_trials": 5})
+    done = run(sweep_cli_cmd(tmp_path, "boom", ["--population", "2", "fake.raise_at_iteration=2"]), cwd=tmp_path)
+    trials = open_study(tmp_path, "boom").get_trials(deepcopy=False)
+    assert len(trials) == 5 and {t.state for t in trials} == {TrialState.FAIL}
+    assert all(t.user_attrs["fail_reason"] == "RuntimeError: fake training exploded at iteration 2" for t in trials)
+    assert "5 failed" in done.stdout
+
+
+def test_a_diverged_member_fails_alone(tmp_path: Path):
+    """A NaN objective fails that trial only; its slot is refilled and the others train on."""
+    write_sweep(tmp_path, "diverge", {"n_trials": 6, "pruner": None}, iterations=6)
+    done = run(sweep_cli_cmd(tmp_path, "diverge", ["--population", "3", "agent.e_clip=choice(0.2, 0.9)",
+                                               "fake.nan_at_iteration=4", "fake.nan_above_e_clip=0.5"]),
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = open_study(tmp_path, "diverge").get_trials(deepcopy=False)
+    assert len(trials) == 6
+    for t in trials:
+        if t.params["agent.e_clip"] > 0.5:
+            assert t.state == TrialState.FAIL and "is nan" in t.user_attrs["fail_reason"]
+        else:
+            assert t.state == TrialState.COMPLETE
+
+
+def test_killed_population_worker_trials_fail_and_are_retried(tmp_path: Path):
+    write_sweep(tmp_path, "kill", {"n_trials": 6}, iterations=10, iteration_seconds=0.3)
+    cmd = worker_cmd(tmp_path, "kill", ["hydra.sweeper.population=2"])
+    assert run(cmd + ["hydra.sweeper.dry_run=true"], cwd=tmp_path).returncode == 0
+    workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env_for(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True) for _ in range(2)]
+    study = open_study(tmp_path, "kill")
+    deadline, killed = time.time() + 120, []
+    while not killed and time.time() < deadline:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for victim in workers:
+            mine = [t for t in running if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+                    and t.intermediate_values]
+            if mine:
+                os.killpg(victim.pid, signal.SIGKILL)
+                killed = [t.number for t in running if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+                break
+        time.sleep(0.1)
+    assert killed, "no population worker ever trained a trial"
+    survivor = next(w for w in workers if w.poll() is None)
+    assert survivor.wait(timeout=240) == 0
+    trials = study.get_trials(deepcopy=False)
+    for number in killed:
+        assert trials[number].state == TrialState.FAIL
+        assert "heartbeat lost" in trials[number].user_attrs["fail_reason"]
+        (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == number]
+        assert retry.state.is_finished() and retry.state != TrialState.FAIL and retry.params == trials[number].params
+    assert budget_used(trials) == 6
+
+
+def test_a_structural_param_is_refused_before_any_trial(tmp_path: Path):
+    write_sweep(tmp_path, "shape", {"n_trials": 4})
+    done = run(sweep_cli_cmd(tmp_path, "shape", ["--population", "2", "agent.batch_size=choice(128, 256)"]),
+               cwd=tmp_path)
+    assert done.returncode == 2
+    line = done.stderr.strip().splitlines()[-1]
+    assert "hydra.sweeper.population=2: agent.batch_size cannot differ between the members" in line
+    assert not (tmp_path / "multirun" / "shape").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_a_population_below_one_is_refused(tmp_path: Path, value: str):
+    write_sweep(tmp_path, "bad", {"n_trials": 4})
+    done = run(sweep_cli_cmd(tmp_path, "bad", ["--population", value]), cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"--population={value} is not allowed: must be >= 1" in done.stderr
+
+
+# ---- the real agent -------------------------------------------------------------------------
+
+TINY = ["env.num_envs=64", "agent.batch_size=1024", "agent.training_max_steps=16384",
+        "agent.evaluator.eval_metrics_every=2", "agent.evaluator.num_envs=8",
+        "agent.evaluator.max_eval_steps=50", "hydra.sweeper.objective.report_every=2"]
+
+
+@pytest.mark.slow
+def test_real_population_sweep_trials_are_runs_like_any_trial(tmp_path: Path):
+    from workbench.tracking import read_run
+
+    env = env_for()
+    cmd = [sys.executable, "-m", "workbench.cli", "sweep", "smoke", "--population", "3", "--n-trials", "5",
+           "hydra.sweeper.reevaluate.top_k=0", *TINY]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = open_study(tmp_path, "smoke").get_trials(deepcopy=False)
+    assert len(trials) == 5 and all(t.state != TrialState.FAIL for t in _finished(trials))
+    for t in trials:
+        run_dir = Path(t.user_attrs["output_dir"])
+        config = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
+        assert config["trial"]["number"] == t.number and config["trial"]["params"] == t.params
+        assert config["agent"]["e_clip"] == pytest.approx(t.params["agent.e_clip"])
+        run_ = read_run(t.user_attrs["wandb_run_dir"])
+        assert run_.name == f"smoke-{t.number}" and run_.state == "finished"
+        assert run_.summary["trial/state"] == t.state.name
+        assert run_.summary["trial/value"] == pytest.approx(t.value)
+
+    # a trial that joined the running population (slot refilled) trains as its own single run would
+    late = trials[4]
+    overrides = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in late.params.items()]
+    single = tmp_path / "single"
+    train = [sys.executable, "-m", "workbench.cli", "train", *[o for o in TINY if not o.startswith("hydra.")],
+             *overrides, "torch_threads=1", f"hydra.run.dir={single}"]
+    done = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (alone_dir,) = (single / "wandb").glob("offline-run-*")
+
+    def evals(run_dir) -> list[float]:
+        return read_run(run_dir).history["eval/episode_reward"].dropna().tolist()
+
+    member, alone = evals(late.user_attrs["wandb_run_dir"]), evals(alone_dir)
+    assert len(member) == len(alone) == 4
+    # the first evaluations agree; later ones drift apart by ~0.1-1 %: a batched matmul sums in
+    # another order than a single run's, and RL amplifies such rounding differences
+    assert member[:2] == pytest.approx(alone[:2], rel=1e-4)
