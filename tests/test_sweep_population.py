@@ -156,6 +156,22 @@ def test_killed_population_worker_trials_fail_and_are_retried(tmp_path: Path):
     assert budget_used(trials) == 6
 
 
+def test_population_jobs_run_under_the_submitit_launcher(tmp_path: Path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    write_sweep(tmp_path, "subpop", {"n_trials": 7, "n_jobs": 2, "population": 2}, iterations=6)
+    cmd = worker_cmd(tmp_path, "subpop", ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"])
+    sweeper = subprocess.Popen(cmd, cwd=tmp_path, env=env_for(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    out, _ = sweeper.communicate(timeout=400)
+    assert sweeper.returncode == 0, out[-3000:]
+    trials = open_study(tmp_path, "subpop").get_trials(deepcopy=False)
+    assert len(trials) == 7 and budget_used(trials) == 7 and all(t.state.is_finished() for t in trials)
+    # the trials were reserved inside the submitit jobs, not by the sweeper's process
+    assert all(not t.user_attrs["worker"].endswith(f":{sweeper.pid}") for t in trials)
+    assert all(t.user_attrs["population_worker"] for t in trials)
+    assert all((Path(t.user_attrs["output_dir"]) / "fake_summary.json").exists() for t in trials)
+
+
 def test_a_structural_param_is_refused_before_any_trial(tmp_path: Path):
     write_sweep(tmp_path, "shape", {"n_trials": 4})
     done = run(sweep_cli_cmd(tmp_path, "shape", ["--population", "2", "agent.batch_size=choice(128, 256)"]),
@@ -201,6 +217,14 @@ def test_real_population_sweep_trials_are_runs_like_any_trial(tmp_path: Path):
         assert run_.name == f"smoke-{t.number}" and run_.state == "finished"
         assert run_.summary["trial/state"] == t.state.name
         assert run_.summary["trial/value"] == pytest.approx(t.value)
+
+    # the report reads it as a one-trial-per-process study: every trial's W&B run found
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", "report", "smoke"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no W&B history" not in done.stderr and "Traceback" not in done.stderr
+    html = (tmp_path / "sweeps_db" / "smoke.report.html").read_text()
+    assert "id='missing'" not in html and html.count("<img ") >= 3
 
     # a trial that joined the running population (slot refilled) trains as its own single run would
     late = trials[4]

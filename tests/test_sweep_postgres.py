@@ -37,3 +37,18 @@ def test_two_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str): 
                cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert budget_used(study.get_trials(deepcopy=False)) == 10
+
+
+def test_population_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str):  # noqa: F811
+    url = postgres_url.replace("postgres@", "postgres:hunter2-secret@")
+    write_sweep(tmp_path, "pgpop", {"n_trials": 9})
+    done = run(sweep_cli_cmd(tmp_path, "pgpop", ["--workers", "2", "--population", "3", "--storage", url]),
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "hunter2" not in done.stdout + done.stderr
+    trials = open_study(tmp_path, "pgpop", storage=url).get_trials(deepcopy=False)
+    assert len(trials) == 9 and budget_used(trials) == 9 and all(t.state.is_finished() for t in trials)
+    assert all(t.user_attrs["population_worker"] and t.intermediate_values for t in trials)
+    for path in (tmp_path / "multirun").rglob("*"):
+        if path.is_file():
+            assert "hunter2" not in path.read_text(errors="ignore"), path
