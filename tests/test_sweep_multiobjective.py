@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import random
+
+import numpy as np
 from pathlib import Path
 
 import optuna
@@ -286,3 +288,39 @@ def test_a_pruner_with_several_objectives_is_refused_before_any_trial(tmp_path: 
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "PercentilePruner cannot prune a multi-objective study" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("cost", ["frames_to:-300", "time/wall_seconds"])
+def test_reevaluation_covers_the_front_and_finds_it_again_on_fresh_seeds(tmp_path: Path, cost: str):
+    mo = {"direction": ["maximize", "minimize"], "objective": {"metrics": ["eval/episode_reward", cost], "window": 2}}
+    reevaluate = {"top_k": 1, "seeds": 2, "budget": 8 * 8 * 32, "baseline": True}
+    write_sweep(tmp_path, "mofront", {"n_trials": 8, "pruner": None, "reevaluate": reevaluate, **mo})
+    done = run(sweep_cli_cmd(tmp_path, "mofront", []), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = open_study(tmp_path, "mofront")
+    trials = study.get_trials(deepcopy=False)
+    record = study.user_attrs["reevaluation"]
+    directions = ["maximize", "minimize"]
+    front = brute_force_front([t for t in trials if not t.user_attrs.get("baseline")], directions)
+    # the whole search front (top_k does not cut it), then the defaults
+    assert {r["trial"] for r in record["rows"] if not r["baseline"]} == front
+    assert record["rows"][-1]["baseline"] and record["rows"][-1]["trial"] == 0
+    points = {}
+    for row in record["rows"]:
+        reward, other = row["objectives"]["eval/episode_reward"], row["objectives"][cost]
+        assert len(reward["values"]) == 2 and reward["mean"] == pytest.approx(np.mean(reward["values"]))
+        assert reward["search_value"] == pytest.approx(trials[row["trial"]].values[0])
+        if cost == "time/wall_seconds":  # a population member has no wall time of its own
+            assert other["remeasured"] is False and other["mean"] == trials[row["trial"]].values[1]
+        else:
+            assert other["remeasured"] and other["mean"] == pytest.approx(np.mean(other["values"]))
+        points[row["trial"]] = (reward["mean"], other["mean"])
+    expected = {n for n, p in points.items() if not any(dominates(q, p, directions) for q in points.values())}
+    assert set(record["fresh_front"]) == expected
+    assert "Pareto front on fresh seeds" in done.stdout
+    with open(tmp_path / "sweeps_db" / "mofront.reeval.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {int(r["trial"]) for r in rows if r["on_fresh_front"] == "True"} == expected
+    table = analysis.reevaluation_table(analysis.load_study(None, "mofront", base_dir=tmp_path))
+    assert set(table.loc[table["on_fresh_front"], "trial"]) == expected
+    assert f"fresh {cost}" in table.columns and "search eval/episode_reward" in table.columns

@@ -191,7 +191,8 @@ class WorkbenchOptunaSweeper(Sweeper):
         if conf.dry_run:
             if reeval.top_k:  # composed now, so a budget that cannot be found fails before any trial
                 budget = reeval.budget or self._own_budget(space)
-                _say(f"re-evaluation when the budget is spent: top {reeval.top_k} and the defaults, "
+                which = "the Pareto front" if objectives.multi else f"top {reeval.top_k}"
+                _say(f"re-evaluation when the budget is spent: {which} and the defaults, "
                      f"{reeval.seeds} fresh seeds each, {budget} frames")
             _say("dry run: the sweep is valid; no trial started")
             return None

@@ -16,8 +16,21 @@ def reevaluation_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = [{"trial": r["trial"], "baseline": r["baseline"], "winner": r["trial"] == record["winner"],
              "search_value": r["search_value"], "mean": r["mean"], "iqm": r["iqm"], "ci_low": r["ci_low"],
              "ci_high": r["ci_high"], "values": ", ".join(f"{v:.4g}" for v in r["values"]),
-             **{f"params_{k}": v for k, v in r["params"].items()}} for r in record["rows"]]
+             **_objective_columns(record, r), **{f"params_{k}": v for k, v in r["params"].items()}}
+            for r in record["rows"]]
     return pd.DataFrame(rows)
+
+
+def _objective_columns(record: dict, row: dict) -> dict:
+    """A multi-objective study's: each objective's search value and fresh mean, and whether the
+    config stays on the Pareto front on fresh seeds."""
+    if "fresh_front" not in record:
+        return {}
+    out = {"on_fresh_front": row["trial"] in record["fresh_front"]}
+    for metric, stats in row["objectives"].items():
+        out[f"search {metric}"] = stats["search_value"]
+        out[f"fresh {metric}"] = stats["mean"] if stats["remeasured"] else None
+    return out
 
 
 def reevaluation_verdict(frame: pd.DataFrame) -> str:

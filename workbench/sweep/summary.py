@@ -118,7 +118,7 @@ def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5
     """Human-readable end-of-sweep summary: counts, the best trial's params, the top trials."""
     lines = [progress_line(study, n_trials)]
     if is_multi(study):
-        return "\n".join(lines + pareto_lines(study))
+        return "\n".join(lines + pareto_lines(study) + _reevaluation_lines(study))
     best = best_trial(study)
     if best is None:
         lines.append("no complete trial yet")
@@ -135,12 +135,16 @@ def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5
         value = "-" if row["value"] is None else f"{row['value']:.6g}"
         mark = "  (baseline: the defaults)" if row["baseline"] else ""
         lines.append(f"{row['rank']:>4} {row['number']:>5} {row['state']:<8} {value:>12}{mark}")
-    record = study.user_attrs.get("reevaluation")
-    if record:
-        from workbench.sweep.reevaluate import reeval_table
+    return "\n".join(lines + _reevaluation_lines(study))
 
-        lines.append(reeval_table(record))
-    return "\n".join(lines)
+
+def _reevaluation_lines(study: optuna.Study) -> list[str]:
+    record = study.user_attrs.get("reevaluation")
+    if not record:
+        return []
+    from workbench.sweep.reevaluate import reeval_table
+
+    return [reeval_table(record)]
 
 
 def pareto_lines(study: optuna.Study) -> list[str]:

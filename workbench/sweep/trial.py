@@ -66,7 +66,8 @@ def run_trial(
     objectives = parse_objectives(sweeper.get("direction", "maximize"), sweeper.get("objective"))
     settings = settings_for(ObjectiveSettings.from_config(sweeper.get("objective")), objectives)
     if cfg.trial.get("reevaluate"):  # not a trial: a re-evaluation population of the study's configs
-        return reevaluation_values(cfg, Path(output_dir), run_population or _default_population_runner(), settings)
+        return reevaluation_values(cfg, Path(output_dir), run_population or _default_population_runner(), settings,
+                                   objectives)
     if cfg.trial.get("population_worker"):  # not one trial: a job that trains several side by side
         from workbench.sweep.population_trials import run_population_trials
 
@@ -234,11 +235,16 @@ def _train_seeds(cfg, output_dir, run_population, trial, settings: ObjectiveSett
     return aggregate(values, settings.aggregate)
 
 
-def reevaluation_values(cfg: DictConfig, output_dir: Path, run_population, settings: ObjectiveSettings) -> list[float]:
+def reevaluation_values(cfg: DictConfig, output_dir: Path, run_population, settings: ObjectiveSettings,
+                        objectives: Objectives | None = None) -> list:
     """Train ``cfg.population`` (the re-evaluated configs x fresh seeds) and return each
-    member's objective, computed as in the search. Records nothing: the sweeper does."""
+    member's objective, computed as in the search (several objectives: a list per member, None
+    for the wall time, which a member does not have alone). Records nothing: the sweeper does."""
+    from workbench.sweep.reevaluate import NOT_REMEASURED
+
     members = len(cfg.population.seeds)
-    trackers = [ObjectiveTracker(settings) for _ in range(members)]
+    multi = objectives is not None and objectives.multi
+    trackers = [CostTracker(settings, objectives) if multi else ObjectiveTracker(settings) for _ in range(members)]
     seen = [_Seen() for _ in range(members)]
 
     def on_iteration(member: int, iteration: int, metrics: Mapping[str, float]) -> None:
@@ -246,16 +252,26 @@ def reevaluation_values(cfg: DictConfig, output_dir: Path, run_population, setti
         trackers[member].update(metrics)
 
     def on_end(member: int, error: BaseException | None) -> tuple[dict, int]:
-        state, value = run_verdict(error, trackers[member], seen[member].final_eval)
+        primary = trackers[member].primary if multi else trackers[member]
+        state, value = run_verdict(error, primary, seen[member].final_eval)
         return {"reevaluation/value": value}, 1 if state == "FAIL" else 0
 
     from workbench.sweep.compat import make_member_callbacks
 
-    results = run_population(cfg, output_dir, make_member_callbacks(None, on_iteration, on_end))
-    values = []
+    on_start = (lambda member, info: trackers[member].start()) if multi else None
+    results = run_population(cfg, output_dir, make_member_callbacks(on_start, on_iteration, on_end))
+    values: list = []
     for tracker, result in zip(trackers, results):
+        final_eval = getattr(result, "final_eval_return", None)
+        if multi:
+            try:
+                got = tracker.values(getattr(result, "frames", None), final_eval)
+            except ValueError:  # a diverged member counts as the worst: kept visible as NaN
+                got = [float("nan")] * len(objectives.metrics)
+            values.append([None if m in NOT_REMEASURED else v for m, v in zip(objectives.metrics, got)])
+            continue
         try:
-            values.append(_objective_value(tracker, getattr(result, "final_eval_return", None))[0])
+            values.append(_objective_value(tracker, final_eval)[0])
         except ObjectiveNotFinite:  # a diverged member counts as the worst: kept visible as NaN
             values.append(float("nan"))
     return values
