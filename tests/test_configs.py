@@ -16,7 +16,7 @@ from workbench.agents.base.config import BaseAgentConfig, EvaluatorConfig, MaxEp
 from workbench.agents.common import modules
 from workbench.agents.common.config import (BaseModelConfig, MLPLayerConfig, MLPWithConcatConfig,
                                             ModuleContainerConfig, ModuleOperationForwardConfig,
-                                            MuonWithAuxAdamConfig, NormObsBaseConfig, ObsProcessorConfig,
+                                            NormObsBaseConfig, ObsProcessorConfig,
                                             OptimizerConfig)
 from workbench.agents.ppo.config import (AdaptiveLRConfig, AdvantageNormalizationConfig, L2C2Config, PPOActorConfig,
                                          PPOAgentConfig, PPOModelConfig)
@@ -143,10 +143,18 @@ def test_optimizer_config():
     assert resolve(OptimizerConfig._target_) is torch.optim.Adam
 
 
-def test_muon_config():
-    got = field_defaults(MuonWithAuxAdamConfig)
-    assert (got["lr"], got["weight_decay"], got["momentum"], got["adam_lr"]) == (1e-3, 0.01, 0.95, 2e-4)
-    assert issubclass(resolve(got["_target_"]), torch.optim.Optimizer)
+def test_muon_is_not_offered():
+    """MuonWithAuxAdam was removed (README, differences table): no config class names it, and the
+    optimizer check refuses its ProtoMotions path naming what is allowed."""
+    import workbench.agents.common.config as common_config
+    from workbench.config import RANGE_CHECKS
+    assert not hasattr(common_config, "MuonWithAuxAdamConfig")
+    checks = {key: (ok, allowed) for key, ok, allowed in RANGE_CHECKS}
+    for key in ("agent.model.actor_optimizer._target_", "agent.model.critic_optimizer._target_"):
+        ok, allowed = checks[key]
+        assert not ok("protomotions.agents.optimizer.muon.MuonWithAuxAdam")
+        assert ok("torch.optim.Adam") and ok("torch.optim.AdamW")
+        assert allowed == "must be one of torch.optim.Adam, torch.optim.AdamW"
 
 
 def test_base_model_config():

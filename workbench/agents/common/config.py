@@ -25,18 +25,6 @@ class OptimizerConfig:
 
 
 @dataclass
-class MuonWithAuxAdamConfig:
-    """Muon for matrices with an Adam fallback for the rest (seed surface; see README)."""
-    _target_: str = "workbench.agents.common.optim.MuonWithAuxAdam"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    momentum: float = 0.95
-    adam_lr: float = 2e-4
-    adam_betas: Tuple[float, float] = (0.9, 0.95)
-    adam_eps: float = 1e-10
-
-
-@dataclass
 class BaseModelConfig:
     _target_: str = "workbench.agents.common.base_model.BaseModel"
     in_keys: List[str] = field(default_factory=list)
