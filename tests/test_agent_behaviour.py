@@ -546,6 +546,42 @@ def test_l2c2_loss_hand_computed():
     assert total.item() == pytest.approx(logs["actor/ppo_loss"].item() + 0.3 * out_dist / (in_dist + 1e-8), rel=1e-5)
 
 
+def test_l2c2_input_distance_pools_the_actor_inputs_per_member():
+    """ProtoMotions: in_dist = sum of squared noisy-clean differences over every element of the
+    actor inputs that have a clean pair, divided by their element count (one pooled mean, not a
+    sum of per-key means); a pair whose noisy key the actor does not read is ignored."""
+    from workbench.agents.common.config import MLPLayerConfig, MLPWithConcatConfig
+    from workbench.agents.ppo.config import L2C2Config, PPOActorConfig, PPOModelConfig
+    from workbench.agents.ppo.model import PPOModel
+    from workbench.agents.ppo.objective import l2c2_terms
+
+    P, B = 2, 4
+    mu_model = MLPWithConcatConfig(num_out=1, in_keys=["a", "b"], out_keys=["mu"], layers=[MLPLayerConfig(6, "tanh")])
+    critic = MLPWithConcatConfig(num_out=1, in_keys=["a"], out_keys=["value"], layers=[MLPLayerConfig(6, "tanh")])
+    model = PPOModel(PPOModelConfig(in_keys=["a", "b", "c"], actor=PPOActorConfig(
+        mu_key="mu", in_keys=["a", "b"], mu_model=mu_model, num_out=1), critic=critic), P)
+    g = torch.Generator().manual_seed(3)
+    data = {k: torch.randn(P, B, d, generator=g) for k, d in (("a", 1), ("b", 2), ("c", 5))}
+    data.update({f"{k}_clean": v + torch.randn(v.shape, generator=g) * (0.1 if k == "a" else 0.5)
+                 for k, v in list(data.items())})
+    batch = TensorDict(data, batch_size=[P, B])
+    with torch.no_grad():
+        model(batch.clone())  # materialise the lazy layers
+    config = L2C2Config(enabled=True, lambda_l2c2=0.5, obs_pairs={"a": "a_clean", "b": "b_clean", "c": "c_clean"})
+    mu_noisy, _ = model.actor.distribution(batch)
+    logs = l2c2_terms(model, batch, mu_noisy, config)
+    mu_clean = model.actor.mu(TensorDict({"a": data["a_clean"], "b": data["b_clean"]}, batch_size=[P, B])).get("mu")
+    for p in range(P):
+        squares = sum(float((data[k][p] - data[f"{k}_clean"][p]).double().square().sum()) for k in ("a", "b"))
+        in_dist = squares / (B * 1 + B * 2)
+        out_dist = float((mu_noisy[p] - mu_clean[p]).detach().double().square().mean())
+        assert logs["actor/l2c2_input_dist"][p].item() == pytest.approx(in_dist, rel=1e-5)
+        assert logs["actor/l2c2_output_dist"][p].item() == pytest.approx(out_dist, rel=1e-5)
+        assert logs["actor/l2c2_weighted"][p].item() == pytest.approx(0.5 * out_dist / (in_dist + 1e-8), rel=1e-5)
+    with pytest.raises(ValueError, match="none of the actor's inputs"):
+        l2c2_terms(model, batch, mu_noisy, L2C2Config(enabled=True, obs_pairs={"c": "c_clean"}))
+
+
 # ---------------------------------------------------------------- invariants the agent itself must enforce
 @pytest.mark.parametrize("iterations", [0, -3])
 def test_non_positive_training_max_iterations_raise(iterations):

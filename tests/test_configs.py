@@ -143,6 +143,16 @@ def test_optimizer_config():
     assert resolve(OptimizerConfig._target_) is torch.optim.Adam
 
 
+def test_l2c2_needs_a_pair_for_an_actor_input():
+    from conftest import compose_config
+    from workbench.config import ConfigError, validate
+    base = ["agent.l2c2.enabled=true", "agent.batch_size=256", "agent.training_max_steps=8192", "env.num_envs=64"]
+    validate(compose_config(base + ["+agent.l2c2.obs_pairs.obs=obs"]))
+    with pytest.raises(ConfigError, match=r"agent.l2c2.obs_pairs=\{'noisy_obs': 'obs'\} is not allowed: .*"
+                                          r"actor input \(agent.model.actor.in_keys: obs\)"):
+        validate(compose_config(base + ["+agent.l2c2.obs_pairs.noisy_obs=obs"]))
+
+
 def test_muon_is_not_offered():
     """MuonWithAuxAdam was removed (README, differences table): no config class names it, and the
     optimizer check refuses its ProtoMotions path naming what is allowed."""

@@ -206,6 +206,11 @@ def validate(cfg: DictConfig) -> None:
         accepted = targets.accepted_targets(target)
         _check(cfg, key, lambda v, ok=accepted: v in ok, f"must be one of {', '.join(accepted)}")
     check_networks(cfg)
+    l2c2, actor_inputs = cfg.agent.l2c2, list(cfg.agent.model.actor.in_keys)
+    if l2c2.enabled and not any(key in actor_inputs for key in l2c2.obs_pairs):
+        raise ConfigError("agent.l2c2.obs_pairs", OmegaConf.to_container(l2c2.obs_pairs),
+                          f"with l2c2.enabled, at least one noisy key must be an actor input "
+                          f"(agent.model.actor.in_keys: {', '.join(actor_inputs)}), mapped to its clean key")
     adaptive = cfg.agent.adaptive_lr
     if adaptive.min_lr > adaptive.max_lr:
         raise ConfigError("agent.adaptive_lr.min_lr", adaptive.min_lr, f"must be <= max_lr ({adaptive.max_lr})")
