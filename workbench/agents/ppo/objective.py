@@ -55,8 +55,10 @@ def actor_objective(model: PPOModel, batch: TensorDictBase, hp: MemberHyperparam
                 ACTOR.model_loss: model_loss, ACTOR.entropy: entropy,
                 ACTOR.clip_frac: losses.clip_fraction(r, hp.knob("e_clip")), ACTOR.approx_kl: losses.approx_kl(r),
                 ACTOR.ratio_mean: r.mean(-1), ACTOR.ratio_std: r.std(-1), ACTOR.ratio_max: r.amax(-1), **smooth}
+        # ProtoMotions' "entropy_loss" is the entropy H itself (the loss subtracts entropy_coef * H),
+        # and 0 with a fixed std, where no entropy term enters the loss; actor/entropy is H always
         if actor.config.learnable_std:
-            logs[ACTOR.entropy_loss] = -_as_tensor_of(hp.knob("entropy_coef"), entropy) * entropy
+            logs[ACTOR.entropy_loss] = entropy
             logs[ACTOR.std_mean] = torch.exp(actor.logstd).mean(-1)
         else:
             logs[ACTOR.entropy_loss] = torch.zeros_like(ppo)
