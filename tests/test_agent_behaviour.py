@@ -468,6 +468,34 @@ def test_adaptive_lr_runs_in_every_minibatch_and_is_logged():
     assert float(opt.lr[0]) == pytest.approx(float(records[-1]["logs"]["info/actor_lr"]))
 
 
+def test_a_resumed_run_keeps_the_adapted_learning_rates(tmp_path):
+    """Deliberate difference (README): ProtoMotions restores the optimizers' state (their learning
+    rates already adapted) and then rescales them by adapted / configured a second time, so after a
+    resume the rate stepped is lr_saved^2 / lr_config while info/actor_lr shows lr_saved. The
+    workbench resumes with lr_saved for both and continues exactly as the uninterrupted run."""
+    cfg = AdaptiveLRConfig(enabled=True, desired_kl=1e-18, min_lr=1e-6, max_lr=1e-2)  # every KL is "too high"
+    agent = make_agent(adaptive_lr=cfg, actor_lr=1e-3, critic_lr=5e-4, output_dir=tmp_path)
+    for _ in range(2):
+        agent.train_iteration()
+    saved = float(agent.actor_optimizer.lr[0]), float(agent.critic_optimizer.lr[0])
+    # 2 iterations x 2 minibatches, each dividing by 1.5
+    assert saved == pytest.approx((1e-3 / 1.5 ** 4, 5e-4 / 1.5 ** 4))
+    agent.save_checkpoint("last.ckpt")
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["adaptive_lr"] == pytest.approx(
+        {"actor_lr": saved[0], "critic_lr": saved[1]})
+
+    resumed = make_agent(adaptive_lr=cfg, actor_lr=1e-3, critic_lr=5e-4)
+    resumed.load_checkpoint(tmp_path / "last.ckpt")
+    assert (float(resumed.actor_optimizer.lr[0]), float(resumed.critic_optimizer.lr[0])) == pytest.approx(saved)
+    assert float(resumed.actor_optimizer.lr[0]) != pytest.approx(saved[0] ** 2 / 1e-3)  # the reference's rate
+    first, = agent.train_iteration()
+    again, = resumed.train_iteration()
+    # the mean over the iteration's two minibatches, each dividing by 1.5 again
+    assert again["info/actor_lr"] == first["info/actor_lr"] == pytest.approx((saved[0] / 1.5 + saved[0] / 1.5 ** 2) / 2)
+    for p, q in zip(agent.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_adv_norm_defaults_apply_inside_the_agent():
     agent = make_agent(adv_norm=AdvantageNormalizationConfig(ema_alpha=0.5))
     buf = rollout(agent)
