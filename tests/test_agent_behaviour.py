@@ -468,6 +468,34 @@ def test_adaptive_lr_runs_in_every_minibatch_and_is_logged():
     assert float(opt.lr[0]) == pytest.approx(float(records[-1]["logs"]["info/actor_lr"]))
 
 
+def test_a_resumed_run_keeps_the_adapted_learning_rates(tmp_path):
+    """Deliberate difference (README): ProtoMotions restores the optimizers' state (their learning
+    rates already adapted) and then rescales them by adapted / configured a second time, so after a
+    resume the rate stepped is lr_saved^2 / lr_config while info/actor_lr shows lr_saved. The
+    workbench resumes with lr_saved for both and continues exactly as the uninterrupted run."""
+    cfg = AdaptiveLRConfig(enabled=True, desired_kl=1e-18, min_lr=1e-6, max_lr=1e-2)  # every KL is "too high"
+    agent = make_agent(adaptive_lr=cfg, actor_lr=1e-3, critic_lr=5e-4, output_dir=tmp_path)
+    for _ in range(2):
+        agent.train_iteration()
+    saved = float(agent.actor_optimizer.lr[0]), float(agent.critic_optimizer.lr[0])
+    # 2 iterations x 2 minibatches, each dividing by 1.5
+    assert saved == pytest.approx((1e-3 / 1.5 ** 4, 5e-4 / 1.5 ** 4))
+    agent.save_checkpoint("last.ckpt")
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["adaptive_lr"] == pytest.approx(
+        {"actor_lr": saved[0], "critic_lr": saved[1]})
+
+    resumed = make_agent(adaptive_lr=cfg, actor_lr=1e-3, critic_lr=5e-4)
+    resumed.load_checkpoint(tmp_path / "last.ckpt")
+    assert (float(resumed.actor_optimizer.lr[0]), float(resumed.critic_optimizer.lr[0])) == pytest.approx(saved)
+    assert float(resumed.actor_optimizer.lr[0]) != pytest.approx(saved[0] ** 2 / 1e-3)  # the reference's rate
+    first, = agent.train_iteration()
+    again, = resumed.train_iteration()
+    # the mean over the iteration's two minibatches, each dividing by 1.5 again
+    assert again["info/actor_lr"] == first["info/actor_lr"] == pytest.approx((saved[0] / 1.5 + saved[0] / 1.5 ** 2) / 2)
+    for p, q in zip(agent.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_adv_norm_defaults_apply_inside_the_agent():
     agent = make_agent(adv_norm=AdvantageNormalizationConfig(ema_alpha=0.5))
     buf = rollout(agent)
@@ -514,7 +542,8 @@ def test_actor_loss_total_with_bounds_and_entropy():
     assert logs["actor/bounds_loss"].item() == pytest.approx(bounds, rel=1e-5, abs=1e-7)
     assert logs["actor/entropy"].item() == pytest.approx(entropy.item(), rel=1e-5)
     assert total.item() == pytest.approx(ppo.item() + bounds - 0.1 * entropy.item(), rel=1e-5, abs=1e-6)
-    assert logs["actor/entropy_loss"].item() == pytest.approx(-0.1 * entropy.item(), rel=1e-5)
+    # ProtoMotions logs the entropy itself under entropy_loss (not the weighted term -0.1 * H)
+    assert logs["actor/entropy_loss"].item() == pytest.approx(entropy.item(), rel=1e-5)
     assert logs["actor/approx_kl"].item() == pytest.approx((ratio - 1 - torch.log(ratio + 1e-8)).mean().item(),
                                                            rel=1e-4, abs=1e-7)
     agent.flat["actor"].zero_grad()  # the grads are views of the flat buffer, always allocated
@@ -544,6 +573,42 @@ def test_l2c2_loss_hand_computed():
     assert logs["actor/l2c2_output_dist"].item() == pytest.approx(out_dist, rel=1e-5)
     assert logs["actor/l2c2_loss"].item() == pytest.approx(out_dist / (in_dist + 1e-8), rel=1e-5)
     assert total.item() == pytest.approx(logs["actor/ppo_loss"].item() + 0.3 * out_dist / (in_dist + 1e-8), rel=1e-5)
+
+
+def test_l2c2_input_distance_pools_the_actor_inputs_per_member():
+    """ProtoMotions: in_dist = sum of squared noisy-clean differences over every element of the
+    actor inputs that have a clean pair, divided by their element count (one pooled mean, not a
+    sum of per-key means); a pair whose noisy key the actor does not read is ignored."""
+    from workbench.agents.common.config import MLPLayerConfig, MLPWithConcatConfig
+    from workbench.agents.ppo.config import L2C2Config, PPOActorConfig, PPOModelConfig
+    from workbench.agents.ppo.model import PPOModel
+    from workbench.agents.ppo.objective import l2c2_terms
+
+    P, B = 2, 4
+    mu_model = MLPWithConcatConfig(num_out=1, in_keys=["a", "b"], out_keys=["mu"], layers=[MLPLayerConfig(6, "tanh")])
+    critic = MLPWithConcatConfig(num_out=1, in_keys=["a"], out_keys=["value"], layers=[MLPLayerConfig(6, "tanh")])
+    model = PPOModel(PPOModelConfig(in_keys=["a", "b", "c"], actor=PPOActorConfig(
+        mu_key="mu", in_keys=["a", "b"], mu_model=mu_model, num_out=1), critic=critic), P)
+    g = torch.Generator().manual_seed(3)
+    data = {k: torch.randn(P, B, d, generator=g) for k, d in (("a", 1), ("b", 2), ("c", 5))}
+    data.update({f"{k}_clean": v + torch.randn(v.shape, generator=g) * (0.1 if k == "a" else 0.5)
+                 for k, v in list(data.items())})
+    batch = TensorDict(data, batch_size=[P, B])
+    with torch.no_grad():
+        model(batch.clone())  # materialise the lazy layers
+    config = L2C2Config(enabled=True, lambda_l2c2=0.5, obs_pairs={"a": "a_clean", "b": "b_clean", "c": "c_clean"})
+    mu_noisy, _ = model.actor.distribution(batch)
+    logs = l2c2_terms(model, batch, mu_noisy, config)
+    mu_clean = model.actor.mu(TensorDict({"a": data["a_clean"], "b": data["b_clean"]}, batch_size=[P, B])).get("mu")
+    for p in range(P):
+        squares = sum(float((data[k][p] - data[f"{k}_clean"][p]).double().square().sum()) for k in ("a", "b"))
+        in_dist = squares / (B * 1 + B * 2)
+        out_dist = float((mu_noisy[p] - mu_clean[p]).detach().double().square().mean())
+        assert logs["actor/l2c2_input_dist"][p].item() == pytest.approx(in_dist, rel=1e-5)
+        assert logs["actor/l2c2_output_dist"][p].item() == pytest.approx(out_dist, rel=1e-5)
+        assert logs["actor/l2c2_weighted"][p].item() == pytest.approx(0.5 * out_dist / (in_dist + 1e-8), rel=1e-5)
+    with pytest.raises(ValueError, match="none of the actor's inputs"):
+        l2c2_terms(model, batch, mu_noisy, L2C2Config(enabled=True, obs_pairs={"c": "c_clean"}))
 
 
 # ---------------------------------------------------------------- invariants the agent itself must enforce

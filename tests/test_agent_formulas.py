@@ -541,6 +541,23 @@ def test_huge_norm_is_bad_only_with_check_grad_mag(check):
 
 
 @pytest.mark.parametrize("check", [True, False])
+def test_an_infinite_norm_is_bad_even_without_check_grad_mag(check):
+    """Deliberate difference (README): ProtoMotions tests only isnan(norm) without check_grad_mag, so an
+    infinite norm passes; Fabric's clipping then raises, or with no clipping Adam steps on inf
+    gradients and the weights turn NaN. Here any non-finite norm is bad: skipped, or raised."""
+    net = net_with_grads()
+    next(net.parameters()).grad[0, 0, 0] = float("inf")
+    assert total_norm(net) == math.inf  # inf, not nan: the reference's isnan test lets it through
+    before = [p.grad.clone() for p in net.parameters()]
+    step = clip(net, 1.0, check_magnitude=check, fail_on_bad=False, name="actor")
+    assert bool(step.bad) and step.norm_before_clip.item() == math.inf
+    for p, g in zip(net.parameters(), before):  # not clipped (a scale of 1 / inf would zero them)
+        assert torch.equal(p.grad, g)
+    with pytest.raises(BadGradientError, match="actor gradients are bad: norm=inf"):
+        clip(net, 1.0, check_magnitude=check, fail_on_bad=True, name="actor")
+
+
+@pytest.mark.parametrize("check", [True, False])
 def test_per_layer_norms_only_with_check_grad_mag(check):
     net = net_with_grads()
     expected = {n: float(p.grad.norm()) for n, p in net.named_parameters()}

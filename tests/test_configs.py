@@ -16,7 +16,7 @@ from workbench.agents.base.config import BaseAgentConfig, EvaluatorConfig, MaxEp
 from workbench.agents.common import modules
 from workbench.agents.common.config import (BaseModelConfig, MLPLayerConfig, MLPWithConcatConfig,
                                             ModuleContainerConfig, ModuleOperationForwardConfig,
-                                            MuonWithAuxAdamConfig, NormObsBaseConfig, ObsProcessorConfig,
+                                            NormObsBaseConfig, ObsProcessorConfig,
                                             OptimizerConfig)
 from workbench.agents.ppo.config import (AdaptiveLRConfig, AdvantageNormalizationConfig, L2C2Config, PPOActorConfig,
                                          PPOAgentConfig, PPOModelConfig)
@@ -143,10 +143,28 @@ def test_optimizer_config():
     assert resolve(OptimizerConfig._target_) is torch.optim.Adam
 
 
-def test_muon_config():
-    got = field_defaults(MuonWithAuxAdamConfig)
-    assert (got["lr"], got["weight_decay"], got["momentum"], got["adam_lr"]) == (1e-3, 0.01, 0.95, 2e-4)
-    assert issubclass(resolve(got["_target_"]), torch.optim.Optimizer)
+def test_l2c2_needs_a_pair_for_an_actor_input():
+    from conftest import compose_config
+    from workbench.config import ConfigError, validate
+    base = ["agent.l2c2.enabled=true", "agent.batch_size=256", "agent.training_max_steps=8192", "env.num_envs=64"]
+    validate(compose_config(base + ["+agent.l2c2.obs_pairs.obs=obs"]))
+    with pytest.raises(ConfigError, match=r"agent.l2c2.obs_pairs=\{'noisy_obs': 'obs'\} is not allowed: .*"
+                                          r"actor input \(agent.model.actor.in_keys: obs\)"):
+        validate(compose_config(base + ["+agent.l2c2.obs_pairs.noisy_obs=obs"]))
+
+
+def test_muon_is_not_offered():
+    """MuonWithAuxAdam was removed (README, differences table): no config class names it, and the
+    optimizer check refuses its ProtoMotions path naming what is allowed."""
+    import workbench.agents.common.config as common_config
+    from workbench.config import RANGE_CHECKS
+    assert not hasattr(common_config, "MuonWithAuxAdamConfig")
+    checks = {key: (ok, allowed) for key, ok, allowed in RANGE_CHECKS}
+    for key in ("agent.model.actor_optimizer._target_", "agent.model.critic_optimizer._target_"):
+        ok, allowed = checks[key]
+        assert not ok("protomotions.agents.optimizer.muon.MuonWithAuxAdam")
+        assert ok("torch.optim.Adam") and ok("torch.optim.AdamW")
+        assert allowed == "must be one of torch.optim.Adam, torch.optim.AdamW"
 
 
 def test_base_model_config():
@@ -215,6 +233,8 @@ def test_module_container_and_obs_processor_configs():
     assert resolve(ModuleContainerConfig._target_) is modules.ModuleContainer
     assert issubclass(ObsProcessorConfig, NormObsBaseConfig)
     assert resolve(ObsProcessorConfig._target_) is modules.ObsProcessor
+    # ProtoMotions: an ObsProcessor does nothing but concatenate unless given operations
+    assert ObsProcessorConfig().module_operations == [] and ObsProcessorConfig().out_keys == []
 
 
 # ---------------------------------------------------------------- 6 evaluator and episode-length manager
@@ -238,12 +258,41 @@ def mlp_spec(**extra) -> dict:
             "layers": [{"units": 4, "activation": "tanh"}], **extra}
 
 
+PROTOMOTIONS_MODULES = {  # ProtoMotions' _target_ paths (agents/common/config.py) and the workbench class
+    "protomotions.agents.common.mlp.MLPWithConcat": MLPWithConcatConfig,
+    "protomotions.agents.common.common.ModuleContainer": ModuleContainerConfig,
+    "protomotions.agents.common.common.ObsProcessor": ObsProcessorConfig,
+}
+
+
 def test_to_config_builds_the_named_dataclass():
     cfg = modules.to_config(mlp_spec())
     assert isinstance(cfg, MLPWithConcatConfig) and cfg.layers == [MLPLayerConfig(4, "tanh")]
     # ProtoMotions' own target paths are accepted and mapped to the workbench class
     cfg = modules.to_config(mlp_spec(_target_="protomotions.agents.common.mlp.MLPWithConcat"))
     assert cfg._target_ == MLP
+    container = modules.to_config({
+        "_target_": "protomotions.agents.common.common.ModuleContainer", "in_keys": ["obs"], "out_keys": ["mu"],
+        "models": [{"_target_": "protomotions.agents.common.common.ObsProcessor", "in_keys": ["obs"],
+                    "out_keys": ["obs_seq"], "module_operations": [
+                        {"_target_": "protomotions.agents.common.config.ModuleOperationReshapeConfig",
+                         "new_shape": ["batch_size", 1, -1]},
+                        {"_target_": "protomotions.agents.common.config.ModuleOperationForwardConfig"}]},
+                   mlp_spec(in_keys=["obs_seq"])]})
+    assert container._target_ == "workbench.agents.common.modules.ModuleContainer"
+    processor = container.models[0]
+    assert isinstance(processor, ObsProcessorConfig) and processor._target_.endswith("modules.ObsProcessor")
+    assert [type(op).__name__ for op in processor.module_operations] == ["ModuleOperationReshapeConfig",
+                                                                         "ModuleOperationForwardConfig"]
+    assert processor.module_operations[0].new_shape == ["batch_size", 1, -1]
+    assert [op._target_ for op in processor.module_operations] == ["workbench.agents.common.modules.Reshape",
+                                                                   "workbench.agents.common.modules.Forward"]
+
+
+@pytest.mark.parametrize("target, cls", list(PROTOMOTIONS_MODULES.items()))
+def test_every_protomotions_module_target_names_the_workbench_class(target, cls):
+    from workbench.agents.targets import canonical_target
+    assert resolve(canonical_target(target)) is resolve(cls._target_)
 
 
 def test_to_config_rejects_unknown_keys_naming_them():
@@ -253,29 +302,71 @@ def test_to_config_rejects_unknown_keys_naming_them():
     container = {"_target_": "workbench.agents.common.modules.ModuleContainer", "in_keys": ["obs"],
                  "out_keys": ["mu"], "models": [mlp_spec(bogus_key=1)]}
     with pytest.raises(ValueError, match="bogus_key") as err:
-        modules.to_config(container)
-    assert "models[0]" in str(err.value)  # says where
-    with pytest.raises((ValueError, TypeError), match="unitz"):
+        modules.to_config(container, "agent.model.critic")
+    assert "agent.model.critic.models.0.bogus_key=1" in str(err.value)  # says where, as an override names it
+    with pytest.raises(ValueError, match="unitz") as err:
         modules.to_config(mlp_spec(layers=[{"unitz": 4}]))
+    assert "module.layers.0.unitz=4" in str(err.value)
 
 
-def test_to_config_rejects_unknown_targets():
-    with pytest.raises(ValueError, match="NoSuchModule"):
+def test_to_config_rejects_unknown_targets_naming_the_allowed_ones():
+    with pytest.raises(ValueError, match="NoSuchModule") as err:
         modules.to_config(mlp_spec(_target_="workbench.agents.common.modules.NoSuchModule"))
+    assert "protomotions.agents.common.common.ObsProcessor" in str(err.value)
+    assert "Reshape" not in str(err.value)  # a module's place lists modules ...
+    op_as_module = {"_target_": "protomotions.agents.common.config.ModuleOperationForwardConfig"}
+    with pytest.raises(ValueError, match="a module: one of"):
+        modules.to_config(op_as_module)
+    with pytest.raises(ValueError, match="module_operations.0._target_") as err:  # ... an operation's, operations
+        modules.to_config(mlp_spec(module_operations=[{"_target_": MLP}]))
+    assert "ModuleOperationSphereProjectionConfig" in str(err.value) and "ObsProcessor" not in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["selu", "sigmoid", "None", "Tanh"])
-def test_unknown_activation_raises_naming_the_allowed_ones(name):
+@pytest.mark.parametrize("op, value, allowed", [
+    ({"_target_": "protomotions.agents.common.config.ModuleOperationPermuteConfig", "new_order": [0, 0, 1]},
+     "module_operations.0.new_order=[0, 0, 1]", "a permutation of 0..2"),
+    ({"_target_": "workbench.agents.common.modules.Permute"}, "module_operations.0.new_order=None", "needs it"),
+    ({"_target_": "workbench.agents.common.modules.Reshape", "new_shape": ["batch_size / 2", -1]},
+     "module_operations.0.new_shape.0='batch_size / 2'", "integer expression"),
+    ({"_target_": "workbench.agents.common.modules.Reshape", "new_shape": ["batch_size", "frames"]},
+     "new_shape=['batch_size', 'frames']", "integers"),
+    ({"_target_": "workbench.agents.common.modules.Reshape", "new_shape": ["__import__('os')"]},
+     "new_shape.0=", "integer expression"),
+    ({"_target_": "workbench.agents.common.modules.Squeeze", "squeeze_dim": "last"},
+     "module_operations.0.squeeze_dim='last'", "an integer dim"),
+    ({"_target_": "workbench.agents.common.modules.Expand", "expand_shape": []},
+     "module_operations.0.expand_shape=[]", "a non-empty list of integers"),
+])
+def test_module_operation_arguments_are_checked(op, value, allowed):
+    with pytest.raises(ValueError) as err:
+        modules.to_config(mlp_spec(module_operations=[op]))
+    assert value in str(err.value) and allowed in str(err.value)
+
+
+def test_container_key_flow_is_checked_when_configured():
+    spec = {"_target_": "workbench.agents.common.modules.ModuleContainer", "in_keys": ["obs"], "out_keys": ["mu"],
+            "models": [mlp_spec(in_keys=["hidden"])]}
+    with pytest.raises(ValueError, match=r"models.0.in_keys=\['hidden'\].*hidden come from nowhere"):
+        modules.to_config(spec)
+    with pytest.raises(ValueError, match=r"module.out_keys=\['value'\]"):
+        modules.to_config({**spec, "out_keys": ["value"], "models": [mlp_spec()]})
+    with pytest.raises(ValueError, match=r"out_keys=\['a', 'b'\].*exactly one key"):
+        modules.to_config(mlp_spec(out_keys=["a", "b"]))
+
+
+@pytest.mark.parametrize("name", ["swish", "None", "Tanh", "softplus"])
+def test_unknown_activation_is_refused_naming_the_allowed_ones(name):
     with pytest.raises(ValueError) as err:
         modules.build_module(mlp_spec(layers=[{"units": 4, "activation": name}]))
     message = str(err.value)
-    assert repr(name) in message or name in message
-    for allowed in ("tanh", "relu", "elu", "gelu", "silu", "mish", "identity"):
+    assert f"layers.0.activation={name!r}" in message
+    for allowed in ("tanh", "relu", "elu", "selu", "gelu", "silu", "sigmoid", "mish", "identity"):
         assert allowed in message
 
 
 @pytest.mark.parametrize("name, cls", [("tanh", torch.nn.Tanh), ("relu", torch.nn.ReLU), ("elu", torch.nn.ELU),
-                                       ("gelu", torch.nn.GELU), ("silu", torch.nn.SiLU), ("mish", torch.nn.Mish),
+                                       ("selu", torch.nn.SELU), ("gelu", torch.nn.GELU), ("silu", torch.nn.SiLU),
+                                       ("sigmoid", torch.nn.Sigmoid), ("mish", torch.nn.Mish),
                                        ("identity", torch.nn.Identity)])
 def test_allowed_activations(name, cls):
     assert isinstance(modules.make_activation(name), cls)

@@ -82,6 +82,25 @@ def test_members_that_differ_on_a_structural_field_are_refused_naming_it():
         population([agent_config(), agent_config(num_steps=8)], [0, 1])
 
 
+def test_members_whose_networks_differ_are_refused_naming_the_leaf():
+    """A network given as a mapping (any module config, as from a YAML file) is compared key by key,
+    keys only one member has included."""
+    from workbench.agents.ppo.population import check_population
+
+    def with_critic(critic):
+        config = agent_config()
+        config.model.critic = critic
+        return config
+
+    mlp = {"_target_": "protomotions.agents.common.mlp.MLPWithConcat", "in_keys": ["obs"], "out_keys": ["value"],
+           "num_out": 1, "layers": [{"units": 8, "activation": "tanh"}]}
+    check_population([with_critic(mlp), with_critic(dict(mlp))])
+    with pytest.raises(PopulationConfigError, match=r"agent.model.critic.layers, but they differ \(member 0: .*'units': 8.*member 1: .*'units': 9"):
+        check_population([with_critic(mlp), with_critic({**mlp, "layers": [{"units": 9, "activation": "tanh"}]})])
+    with pytest.raises(PopulationConfigError, match=r"agent.model.critic.normalize_obs, but they differ \(member 0: None, member 1: True"):
+        check_population([with_critic(mlp), with_critic({**mlp, "normalize_obs": True})])
+
+
 def test_removed_member_stops_and_inserted_member_starts_like_a_fresh_run():
     seeds = [2, 6]
     config = agent_config(normalize_obs=True)

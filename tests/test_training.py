@@ -1,6 +1,7 @@
 """End-to-end training: determinism, interrupt-and-resume, warm start, checkpoint safety."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -223,3 +224,50 @@ def test_env_extras_are_logged_as_per_step_mean_and_std_averaged_over_the_rollou
     per_step = torch.stack(seen)  # [T, N]
     assert logs["env/termination/out_of_bounds_mean"] == pytest.approx(per_step.mean(1).mean().item(), abs=1e-6)
     assert logs["env/termination/out_of_bounds_std"] == pytest.approx(per_step.std(1).mean().item(), abs=1e-6)
+
+
+class ScalarExtras:
+    """A member env whose step extras also hold a scalar (one value for all its envs): ``level``,
+    10 * tag + the step number; and a per-env tensor ``spread``: (tag + 1) * env index + step."""
+
+    def __init__(self, env, tag: int):
+        self.env, self.tag, self.steps = env, tag, 0
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, action):
+        result = self.env.step(action)
+        self.steps += 1
+        result.extras["level"] = torch.tensor(10.0 * self.tag + self.steps)
+        result.extras["spread"] = (self.tag + 1) * torch.arange(float(self.env.num_envs)) + self.steps
+        return result
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_scalar_env_extras_are_logged_as_they_are_and_tensors_as_mean_and_std(members):
+    """The reference's rule: env/<k> for a scalar extra (averaged over the rollout's steps),
+    env/<k>_mean and env/<k>_std for a per-env tensor. A population member logs its own env's."""
+    from agent_factory import agent_config
+    from workbench.agents.ppo.agent import PPO
+    from workbench.envs import PopulationEnv
+    from workbench.envs.pendulum import Pendulum
+
+    envs = []
+
+    def member_env(seed):
+        envs.append(ScalarExtras(Pendulum(4, seed=seed), tag=len(envs)))
+        return envs[-1]
+
+    torch.manual_seed(0)
+    env = PopulationEnv(member_env, list(range(members))) if members > 1 else member_env(0)
+    agent = PPO(agent_config(num_steps=4), env, seed=list(range(members)))
+    _, logs = agent.collect_rollout()
+    for p in range(members):
+        levels = [10.0 * p + t for t in range(1, 5)]  # the member's scalar at steps 1..4
+        assert logs[p]["env/level"] == pytest.approx(sum(levels) / 4)
+        assert "env/level_mean" not in logs[p] and "env/level_std" not in logs[p]
+        # spread at step t: (p + 1) * [0, 1, 2, 3] + t: mean 1.5 (p + 1) + t, unbiased std (p + 1) sqrt(5 / 3)
+        assert logs[p]["env/spread_mean"] == pytest.approx(1.5 * (p + 1) + 2.5)
+        assert logs[p]["env/spread_std"] == pytest.approx((p + 1) * math.sqrt(5 / 3))
+        assert "env/spread" not in logs[p]

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from workbench.agents import targets
 from workbench.agents.common.member_adam import ADAM_TARGETS
 from workbench.agents.ppo.config import PPOAgentConfig
 from workbench.tracking.config import LoggerConfig
@@ -56,8 +57,23 @@ class WorkbenchConfig:
     extra: Dict[str, Any] = field(default_factory=dict)  # free-form user notes (+extra.note=...); logged, not read
 
 
+# The networks a config file gives whole. As structured nodes they would take the type of their
+# default (ModuleContainerConfig) and refuse an MLPWithConcat given in its place, as ProtoMotions'
+# configs give it; empty in the schema, any module config fills them (one without a _target_ is a
+# ModuleContainerConfig, the declared type), and ``validate`` checks it.
+NETWORK_KEYS = ("agent.model.actor.mu_model", "agent.model.critic")
+
+
+def schema() -> DictConfig:
+    """The root config schema Hydra composes onto (``base_config``)."""
+    node = OmegaConf.structured(WorkbenchConfig)
+    for key in NETWORK_KEYS:
+        OmegaConf.update(node, key, None, merge=False)
+    return node
+
+
 def register_configs() -> None:
-    ConfigStore.instance().store(name="base_config", node=WorkbenchConfig)
+    ConfigStore.instance().store(name="base_config", node=schema())
 
 
 class ConfigError(ValueError):
@@ -122,6 +138,37 @@ RANGE_CHECKS = [
 ]
 
 
+# Every _target_ of the agent's configs, besides the networks' (checked with them) and the
+# optimizers' (RANGE_CHECKS): the workbench class or its ProtoMotions path (workbench.agents.targets).
+TARGET_CHECKS = (
+    ("agent._target_", targets.PPO_AGENT), ("agent.model._target_", targets.PPO_MODEL),
+    ("agent.model.actor._target_", targets.PPO_ACTOR), ("agent.evaluator._target_", targets.EVALUATOR),
+)
+
+
+def check_networks(cfg: DictConfig) -> None:
+    """Each network config builds (known targets and keys, valid values, keys that flow) and writes
+    what the agent reads from it: the actor's ``mu_key``, the critic's ``value``."""
+    from workbench.agents.common.config import ModuleContainerConfig
+    from workbench.agents.common.modules import ModuleConfigError, produced_keys, to_config  # torch
+
+    for key, reads in zip(NETWORK_KEYS, (_get(cfg, "agent.model.actor.mu_key"), "value")):
+        spec = _get(cfg, key)
+        if spec is None:
+            raise ConfigError(key, None, "a network is required: a module config whose _target_ is "
+                                         "MLPWithConcat, ModuleContainer or ObsProcessor")
+        try:
+            # a mapping without _target_ is the field's declared type, a ModuleContainerConfig
+            network = to_config(OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec,
+                                key, default=ModuleContainerConfig)
+        except ModuleConfigError as err:
+            raise ConfigError(err.where, err.value, err.allowed) from None
+        written = produced_keys(network)
+        if reads not in written:
+            raise ConfigError(f"{key}.out_keys", list(network.out_keys),
+                              f"the network must write {reads!r}, which the agent reads (it writes {', '.join(written)})")
+
+
 def check_known_keys(node: Any, path: str = "") -> None:
     """Refuse keys a schema node does not declare. Struct mode stops ``agent.foo=1``, but
     Hydra opens the node for ``+agent.foo=1``, which would then be carried along unread."""
@@ -155,6 +202,15 @@ def validate(cfg: DictConfig) -> None:
     check_env_config(OmegaConf.to_container(cfg.env, resolve=True) if isinstance(cfg.env, DictConfig) else cfg.env)
     for key, ok, allowed in RANGE_CHECKS:
         _check(cfg, key, ok, allowed)
+    for key, target in TARGET_CHECKS:
+        accepted = targets.accepted_targets(target)
+        _check(cfg, key, lambda v, ok=accepted: v in ok, f"must be one of {', '.join(accepted)}")
+    check_networks(cfg)
+    l2c2, actor_inputs = cfg.agent.l2c2, list(cfg.agent.model.actor.in_keys)
+    if l2c2.enabled and not any(key in actor_inputs for key in l2c2.obs_pairs):
+        raise ConfigError("agent.l2c2.obs_pairs", OmegaConf.to_container(l2c2.obs_pairs),
+                          f"with l2c2.enabled, at least one noisy key must be an actor input "
+                          f"(agent.model.actor.in_keys: {', '.join(actor_inputs)}), mapped to its clean key")
     adaptive = cfg.agent.adaptive_lr
     if adaptive.min_lr > adaptive.max_lr:
         raise ConfigError("agent.adaptive_lr.min_lr", adaptive.min_lr, f"must be <= max_lr ({adaptive.max_lr})")

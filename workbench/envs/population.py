@@ -186,7 +186,8 @@ class PopulationEnv(MemberStateMixin):
 
     def step(self, action: torch.Tensor) -> StepResult:
         results = [env.step(part) for env, part in zip(self.envs, action.split(self.member_num_envs))]
-        extras = {key: torch.cat([r.extras[key] for r in results]) for key in results[0].extras}
+        # member-major; a member env's scalar extra becomes that member's one value
+        extras = {key: torch.cat([r.extras[key].reshape(-1) for r in results]) for key in results[0].extras}
         return StepResult(torch.cat([r.obs for r in results]), torch.cat([r.reward for r in results]),
                           torch.cat([r.terminated for r in results]), torch.cat([r.truncated for r in results]),
                           extras)

@@ -25,18 +25,6 @@ class OptimizerConfig:
 
 
 @dataclass
-class MuonWithAuxAdamConfig:
-    """Muon for matrices with an Adam fallback for the rest (seed surface; see README)."""
-    _target_: str = "workbench.agents.common.optim.MuonWithAuxAdam"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    momentum: float = 0.95
-    adam_lr: float = 2e-4
-    adam_betas: Tuple[float, float] = (0.9, 0.95)
-    adam_eps: float = 1e-10
-
-
-@dataclass
 class BaseModelConfig:
     _target_: str = "workbench.agents.common.base_model.BaseModel"
     in_keys: List[str] = field(default_factory=list)
@@ -57,54 +45,63 @@ class MLPLayerConfig:
     use_layer_norm: bool = False
 
 
-# Module operations, applied in order to the concatenated input of an MLPWithConcat.
+# Module operations, applied in order to the concatenated input of an ObsProcessor or MLPWithConcat.
+# As in ProtoMotions, the ops see one batch ([batch, ...]): dims and shapes count from the batch dim;
+# a population's member dimension stays outside them (modules.py). Their arguments are required, as
+# in ProtoMotions; the required field comes first, so ``ModuleOperationSqueezeConfig(1)`` works there too.
 @dataclass
 class ModuleOperationForwardConfig:
+    """Flatten to [samples, features], normalise (normalize_obs), reshape back, run the network."""
     _target_: str = f"{MODULES}.Forward"
 
 
 @dataclass
 class ModuleOperationPermuteConfig:
+    new_order: List[int]  # e.g. [0, 2, 1] swaps dims 1 and 2
     _target_: str = f"{MODULES}.Permute"
-    new_order: List[int] = field(default_factory=list)
 
 
 @dataclass
 class ModuleOperationReshapeConfig:
+    # ints (-1 infers one); the first entry may be "batch_size" (the input's batch size) or an
+    # integer expression of it such as "batch_size * 4"
+    new_shape: List[Any]
     _target_: str = f"{MODULES}.Reshape"
-    new_shape: List[Any] = field(default_factory=list)  # a leading "batch_size" is the real batch size
 
 
 @dataclass
 class ModuleOperationSqueezeConfig:
+    squeeze_dim: int
     _target_: str = f"{MODULES}.Squeeze"
-    squeeze_dim: int = -1
 
 
 @dataclass
 class ModuleOperationUnsqueezeConfig:
+    unsqueeze_dim: int
     _target_: str = f"{MODULES}.Unsqueeze"
-    unsqueeze_dim: int = -1
 
 
 @dataclass
 class ModuleOperationExpandConfig:
+    expand_shape: List[int]  # -1 keeps a dim's size
     _target_: str = f"{MODULES}.Expand"
-    expand_shape: List[int] = field(default_factory=list)
 
 
 @dataclass
 class ModuleOperationSphereProjectionConfig:
+    """L2-normalise the last dim (onto the unit sphere)."""
     _target_: str = f"{MODULES}.SphereProjection"
 
 
 @dataclass
 class ObsProcessorConfig(NormObsBaseConfig):
-    """Normalisation and reshapes only: no network."""
+    """Concatenation, reshapes and normalisation only: no network. As in ProtoMotions, nothing but
+    the concatenation happens by default (no operations), and inputs are normalised only by a
+    Forward operation, even with normalize_obs."""
     _target_: str = f"{MODULES}.ObsProcessor"
     in_keys: List[str] = field(default_factory=list)
-    out_keys: List[str] = field(default_factory=list)
-    module_operations: List[Any] = field(default_factory=lambda: [ModuleOperationForwardConfig()])
+    out_keys: List[str] = field(default_factory=list)  # exactly one
+    module_operations: List[Any] = field(default_factory=list)
 
 
 @dataclass

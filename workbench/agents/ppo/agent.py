@@ -212,11 +212,19 @@ class PPO(BaseAgent):
                                     self.episode_return, self.episode_length)
         counts = finished.count.sum(-1).tolist()
         returns, lengths = finished.return_sum.sum(-1).tolist(), finished.length_sum.sum(-1).tolist()
-        extras = {}
-        for key, values in extras_steps.items():  # per-step mean and std over envs, averaged over the rollout
-            v = torch.stack(values).float().reshape(len(values), P, -1)
-            std = v.std(dim=2) if v.shape[2] > 1 else torch.zeros(len(values), P, device=v.device)
-            extras[key] = (v.mean(2).mean(0).tolist(), std.mean(0).tolist())
+        extras = {}  # as in the reference: a scalar as it is, else its per-step mean and std; rollout means
+        for key, values in extras_steps.items():
+            v = torch.stack([value.float().reshape(-1) for value in values])  # [T, values]
+            if v.shape[1] == 1:  # one value for every member
+                v = v.expand(-1, P)
+            if v.shape[1] % P:
+                raise ValueError(f"env extra {key!r} has {v.shape[1]} values a step; expected one, one per "
+                                 f"member ({P}) or a multiple of the member count (per env: {P * self.num_envs})")
+            v = v.reshape(len(values), P, -1)
+            if v.shape[2] == 1:  # one value per member: a scalar of each member's env
+                extras[key] = (v[:, :, 0].mean(0).tolist(), None)
+            else:
+                extras[key] = (v.mean(2).mean(0).tolist(), v.std(dim=2).mean(0).tolist())
         out = []
         for p in range(P):
             if counts[p] > 0:  # otherwise the previous episode figures repeat, as in the reference
@@ -225,7 +233,10 @@ class PPO(BaseAgent):
             logs = dict(self.last_episode_metrics[p])
             logs[INFO.episodes_finished] = counts[p]
             for key, (means, stds) in extras.items():
-                logs[f"env/{key}_mean"], logs[f"env/{key}_std"] = means[p], stds[p]
+                if stds is None:
+                    logs[f"env/{key}"] = means[p]
+                else:
+                    logs[f"env/{key}_mean"], logs[f"env/{key}_std"] = means[p], stds[p]
             out.append(logs)
         return out
 

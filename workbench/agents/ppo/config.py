@@ -3,7 +3,7 @@ AdvantageNormalizationConfig and PPOAgentConfig, every field and default."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -17,7 +17,9 @@ class PPOActorConfig:
     in_keys: List[str] = field(default_factory=list)
     out_keys: List[str] = field(default_factory=lambda: ["action", "mean_action", "neglogp"])
     _target_: str = "workbench.agents.ppo.model.PPOActor"
-    mu_model: ModuleContainerConfig = field(default_factory=ModuleContainerConfig)
+    # any module config (usually an MLPWithConcatConfig or a ModuleContainerConfig), as in ProtoMotions;
+    # typed Any so a YAML file may give any of them here (workbench.config.register_configs)
+    mu_model: Any = field(default_factory=ModuleContainerConfig)
     num_out: Optional[int] = None  # action dim; filled from the env when None
     actor_logstd: float = -2.9
     learnable_std: bool = False
@@ -28,7 +30,7 @@ class PPOModelConfig(BaseModelConfig):
     _target_: str = "workbench.agents.ppo.model.PPOModel"
     out_keys: List[str] = field(default_factory=lambda: ["action", "mean_action", "neglogp", "value"])
     actor: PPOActorConfig = field(default_factory=PPOActorConfig)
-    critic: ModuleContainerConfig = field(default_factory=ModuleContainerConfig)
+    critic: Any = field(default_factory=ModuleContainerConfig)  # any module config, as mu_model
     actor_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=2e-5))
     critic_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-4))
 

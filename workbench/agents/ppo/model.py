@@ -19,6 +19,7 @@ from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
 from workbench.agents.common.base_model import BaseModel
+from workbench.agents.common.config import ModuleContainerConfig
 from workbench.agents.common.modules import build_module
 from workbench.agents.ppo.config import PPOActorConfig, PPOModelConfig
 
@@ -44,7 +45,7 @@ class PPOActor(TensorDictModuleBase):
         self.out_keys = list(config.out_keys)
         self.mu_key = config.mu_key
         self.num_members = num_members
-        self.mu = build_module(config.mu_model, num_members)
+        self.mu = build_module(config.mu_model, num_members, default=ModuleContainerConfig)
         # member p's initial log std; a sweep may give each member its own
         values = list(actor_logstd) if actor_logstd is not None else [float(config.actor_logstd)] * num_members
         logstd = torch.tensor(values, dtype=torch.float32).unsqueeze(1).repeat(1, config.num_out)
@@ -88,7 +89,7 @@ class PPOModel(BaseModel):
         super().__init__(config)
         self.num_members = num_members
         self._actor = PPOActor(config.actor, num_members, actor_logstd)
-        self._critic = build_module(config.critic, num_members)
+        self._critic = build_module(config.critic, num_members, default=ModuleContainerConfig)
         needed_in = set(self._actor.in_keys) | set(self._critic.in_keys)
         if not needed_in <= set(self.in_keys):
             raise ValueError(f"actor/critic read {sorted(needed_in - set(self.in_keys))}, "

@@ -55,8 +55,10 @@ def actor_objective(model: PPOModel, batch: TensorDictBase, hp: MemberHyperparam
                 ACTOR.model_loss: model_loss, ACTOR.entropy: entropy,
                 ACTOR.clip_frac: losses.clip_fraction(r, hp.knob("e_clip")), ACTOR.approx_kl: losses.approx_kl(r),
                 ACTOR.ratio_mean: r.mean(-1), ACTOR.ratio_std: r.std(-1), ACTOR.ratio_max: r.amax(-1), **smooth}
+        # ProtoMotions' "entropy_loss" is the entropy H itself (the loss subtracts entropy_coef * H),
+        # and 0 with a fixed std, where no entropy term enters the loss; actor/entropy is H always
         if actor.config.learnable_std:
-            logs[ACTOR.entropy_loss] = -_as_tensor_of(hp.knob("entropy_coef"), entropy) * entropy
+            logs[ACTOR.entropy_loss] = entropy
             logs[ACTOR.std_mean] = torch.exp(actor.logstd).mean(-1)
         else:
             logs[ACTOR.entropy_loss] = torch.zeros_like(ppo)
@@ -66,14 +68,26 @@ def actor_objective(model: PPOModel, batch: TensorDictBase, hp: MemberHyperparam
 
 def l2c2_terms(model: PPOModel, batch: TensorDictBase, mu_noisy: torch.Tensor, config: L2C2Config
                ) -> dict[str, torch.Tensor]:
-    """Smoothness penalty between the actor's output on noisy and on clean observations."""
+    """Smoothness penalty between the actor's output on noisy and on clean observations.
+
+    As in ProtoMotions, the pairs used are those whose noisy key is an actor input; the input
+    distance is the mean squared difference pooled over all their elements (one sum of squares
+    over one element count, per member)."""
     clean = batch.clone(False)
-    in_dist = torch.zeros(mu_noisy.shape[0], device=mu_noisy.device)
-    for noisy_key, clean_key in config.obs_pairs.items():
-        noisy_x, clean_x = batch.get(noisy_key), batch.get(clean_key)
+    squares = torch.zeros(mu_noisy.shape[0], device=mu_noisy.device)
+    elements = 0
+    for noisy_key in model.actor.in_keys:
+        if noisy_key not in config.obs_pairs:
+            continue
+        noisy_x, clean_x = batch.get(noisy_key), batch.get(config.obs_pairs[noisy_key])
         per_member = (noisy_x - clean_x).reshape(noisy_x.shape[0], -1)
-        in_dist = in_dist + (per_member.square().sum(1) / per_member.shape[1]).detach()
+        squares = squares + per_member.square().sum(1).detach()
+        elements += per_member.shape[1]
         clean.set(noisy_key, clean_x)
+    if not elements:
+        raise ValueError(f"l2c2.obs_pairs {dict(config.obs_pairs)} pairs none of the actor's inputs "
+                         f"{model.actor.in_keys}")
+    in_dist = squares / elements
     mu_clean, _ = model.actor.distribution(clean)
     out_dist = (mu_noisy - mu_clean).square().reshape(mu_noisy.shape[0], -1).mean(1)
     loss = out_dist / (in_dist + 1e-8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import reprlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,12 +36,17 @@ class PopulationConfigError(ValueError):
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted leaf paths of a config; a network given as a mapping (any module config) is walked too."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            out.update(_flatten(getattr(value, f.name), f"{prefix}{f.name}."))
-        return out
-    return {prefix[:-1]: value}
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(value, Mapping) and value:
+        items = list(value.items())
+    else:
+        return {prefix[:-1]: value}
+    out: dict[str, Any] = {}
+    for name, item in items:
+        out.update(_flatten(item, f"{prefix}{name}."))
+    return out
 
 
 def check_population(configs: Sequence[PPOAgentConfig]) -> None:
@@ -49,9 +54,11 @@ def check_population(configs: Sequence[PPOAgentConfig]) -> None:
     if not configs:
         raise PopulationConfigError("a population needs at least one member")
     fields = [_flatten(c) for c in configs]
-    for key, first in fields[0].items():
+    keys = list(dict.fromkeys(key for f in fields for key in f))  # a key only some members have differs too
+    for key in keys:
         if key in PER_MEMBER:
             continue
+        first = fields[0].get(key)
         differing = [i for i, f in enumerate(fields) if f.get(key) != first]
         if differing:
             values = ", ".join(f"member {i}: {reprlib.repr(fields[i].get(key))}" for i in [0, *differing][:4])
