@@ -213,6 +213,34 @@ def test_a_requeued_trial_does_not_report_a_step_twice(study, tmp_path: Path, mo
     assert frozen.value == ref.value and frozen.intermediate_values == ref.intermediate_values
 
 
+def test_a_job_submitit_will_not_requeue_fails_its_trial_and_enqueues_a_resuming_retry(study, tmp_path, monkeypatch):
+    """hydra-submitit-launcher's SLURM default max_num_timeout=0: at the time limit submitit
+    refuses to requeue (UncompletedJobError). The trial is then interrupted: FAIL, and its
+    retry (a new job, a full time limit) resumes from the checkpoint."""
+    from submitit.core.utils import UncompletedJobError
+
+    def refuses(signum, frame):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    previous = signal.signal(signal.SIGUSR2, refuses)
+    monkeypatch.setattr("workbench.sweep.slurm._preemption_signal", lambda: int(signal.SIGUSR2))
+    try:
+        trial = ask(study)
+        with pytest.raises(UncompletedJobError):
+            run_trial(fake_cfg(study, trial, {"signal_at_iteration": 3}), tmp_path / "a", run_training, SWEEPER)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    frozen = study.trials[trial.number]
+    assert frozen.state == TrialState.FAIL
+    assert frozen.user_attrs["fail_reason"] == ("interrupted and not requeued: UncompletedJobError: "
+                                                "Job not requeued because: timed-out too many times.")
+    number = ask(study).number
+    assert study.trials[number].user_attrs["retry_of"] == trial.number
+    run_trial(fake_cfg(study, study.trials[number]), tmp_path / "b", run_training, SWEEPER)
+    assert iterations_run(tmp_path / "b") == list(range(4, 13))
+
+
 def test_a_stale_checkpoint_in_the_output_directory_is_not_resumed(study, tmp_path: Path):
     """A study deleted and created again reuses multirun/<study>/<n>: the old trial n's
     last.ckpt must not be taken for the new trial n's."""
