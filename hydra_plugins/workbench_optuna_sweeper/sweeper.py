@@ -36,6 +36,7 @@ from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, ma
 from workbench.sweep.heartbeat import Heartbeat
 from workbench.sweep.multiobjective import check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
+from workbench.sweep.slurm import quiet_sacct
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
 from workbench.sweep.storage import (ENV_STORAGE, StorageSpec, budget_lock, check_storage, open_storage,
                                      resolve_storage)
@@ -55,6 +56,7 @@ class WorkbenchOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
         _mask_launcher_lines()
+        quiet_sacct()  # submitit's "Bypassing sacct error" at every poll where SLURM accounting is off
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
