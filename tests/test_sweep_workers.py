@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -39,6 +40,14 @@ def test_two_workers_share_a_journal_study(tmp_path: Path):
         assert "agent.e_clip" in t.params and t.user_attrs["wandb_run_id"].startswith("fake-")
         assert Path(t.user_attrs["output_dir"]) == tmp_path / "multirun" / "duo" / str(t.number)
     assert "best trial" in done.stdout
+    # the status lines: one per trial with elapsed time and ETA; the last one printed once, by the
+    # parent's summary (not again by the worker that ran the last trial, nor by each worker's end)
+    status = [line for line in done.stdout.splitlines() if line.startswith("[duo] ")]
+    assert [line for line in status if line.startswith("[duo] 8/8 finished")] == status[-1:]
+    duration = r"\d+(h\d\dm|m\d\ds|s)"
+    assert re.search(rf"\| elapsed {duration}$", status[-1]), status[-1]
+    assert all(re.search(rf"\| elapsed {duration}, ETA ({duration}|-)$", line) for line in status[:-1]), status
+    assert len(status) >= 7  # the other trials' lines (some may have been cut by the last one)
     csv = (tmp_path / "sweeps_db" / "duo.summary.csv").read_text().splitlines()
     assert csv[0].startswith("rank,number,state,value") and len(csv) == 9
 

@@ -220,7 +220,9 @@ class WorkbenchOptunaSweeper(Sweeper):
                 self._reevaluate(study, space, spec, reeval)
         finally:
             stop.set()
-            _say(summary_table(study, n_trials) if conf.print_summary else progress_line(study, n_trials))
+            if os.environ.get(ENV_WORKER) is None:  # a `workbench sweep` worker: its parent prints the summary
+                _say(summary_table(study, n_trials, started=driver.started) if conf.print_summary
+                     else progress_line(study, n_trials, driver.started))
             if conf.summary_csv:
                 path = write_csv(study, _summary_path(spec, study_name, self.config))
                 _say(f"summary written to {path}")
