@@ -314,3 +314,57 @@ def test_a_real_retry_resumes_the_real_training(tmp_path: Path, monkeypatch, tin
     assert sorted(original.intermediate_values) == [1, 2, 3]
     assert {s: v for s, v in frozen.intermediate_values.items() if s <= 3} == original.intermediate_values
     assert sorted(frozen.intermediate_values) == list(range(1, 9))
+
+
+def test_a_real_requeued_job_ends_its_run_as_requeued_and_the_next_run_resumes(tmp_path: Path, monkeypatch,
+                                                                                tiny_config):
+    """The real training under submitit's signal: the first W&B run ends finished (exit code 0)
+    with trial/state REQUEUED, the requeued job's run resumes at the next iteration and says
+    from where; the trial links both runs."""
+    from workbench.tracking import read_run
+    from workbench.train import run_training as real_training
+
+    monkeypatch.delenv("WORKBENCH_SWEEP_STORAGE", raising=False)
+    journal = tmp_path / "q.journal"
+    study = optuna.create_study(study_name="q", storage=open_storage(StorageSpec(str(journal), "journal")),
+                                direction="maximize")
+    sweeper = {"objective": {"metric": "eval/episode_reward", "window": 1, "report_every": 1}}
+    trial = ask(study)
+    cfg = lambda: _real_cfg(tiny_config, trial, journal)  # noqa: E731
+
+    def signalled_at_3(cfg, output_dir, callbacks):  # SLURM's signal arrives during iteration 3
+        inner = callbacks.on_iteration
+
+        def on_iteration(it, metrics):
+            if it == 3:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            inner(it, metrics)
+        callbacks.on_iteration = on_iteration
+        return real_training(cfg, output_dir, callbacks)
+
+    calls, previous = requeue_by_signal(monkeypatch)
+    try:
+        with pytest.raises(SystemExit):
+            run_trial(cfg(), tmp_path / "job", signalled_at_3, sweeper)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    first_run = read_run(study.trials[0].user_attrs["wandb_run_dir"])
+    assert first_run.exit_code == 0 and first_run.summary["trial/state"] == "REQUEUED"
+    assert first_run.history["epoch"].tolist() == [0.0, 1.0, 2.0]
+
+    outcome = run_trial(cfg(), tmp_path / "job", real_training, sweeper)
+    frozen = study.trials[0]
+    assert outcome.state == "COMPLETE" and frozen.user_attrs["requeues"] == 1
+    second_run = read_run(frozen.user_attrs["wandb_run_dir"])
+    assert second_run.history["epoch"].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+    assert second_run.config["trial"]["resumed_from"] == {"trial": 0, "checkpoint": str(tmp_path / "job" / "last.ckpt")}
+    assert second_run.summary["trial/state"] == "COMPLETE"
+    assert frozen.user_attrs["wandb_run_ids"] == [first_run.run_id, second_run.run_id]
+    assert sorted(frozen.intermediate_values) == list(range(1, 9)) and frozen.user_attrs["frames"] == 8192
+
+
+def _real_cfg(tiny_config, trial, journal: Path):
+    cfg = tiny_config("logger.mode=offline", "agent.evaluator.eval_metrics_every=1")
+    OmegaConf.set_struct(cfg, False)
+    cfg.trial = {"study_name": journal.stem, "number": trial.number, "storage": str(journal)}
+    return cfg
