@@ -63,6 +63,9 @@ def execute(name: str, env: dict[str, str], monkeypatch) -> nbformat.NotebookNod
     client = NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()  # raises CellExecutionError naming the cell if any cell errors
+    printed = "\n".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
+    # tqdm.auto (optuna imports it) finds no ipywidgets in a kernel: pyproject's notebooks extra has it
+    assert "TqdmWarning" not in printed and "IProgress not found" not in printed, printed[:2000]
     return notebook
 
 

@@ -2,7 +2,9 @@
 worker, resume after an interrupt, bad sweep files, and the submitit_local launcher."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -38,6 +40,14 @@ def test_two_workers_share_a_journal_study(tmp_path: Path):
         assert "agent.e_clip" in t.params and t.user_attrs["wandb_run_id"].startswith("fake-")
         assert Path(t.user_attrs["output_dir"]) == tmp_path / "multirun" / "duo" / str(t.number)
     assert "best trial" in done.stdout
+    # the status lines: one per trial with elapsed time and ETA; the last one printed once, by the
+    # parent's summary (not again by the worker that ran the last trial, nor by each worker's end)
+    status = [line for line in done.stdout.splitlines() if line.startswith("[duo] ")]
+    assert [line for line in status if line.startswith("[duo] 8/8 finished")] == status[-1:]
+    duration = r"\d+(h\d\dm|m\d\ds|s)"
+    assert re.search(rf"\| elapsed {duration}$", status[-1]), status[-1]
+    assert all(re.search(rf"\| elapsed {duration}, ETA ({duration}|-)$", line) for line in status[:-1]), status
+    assert len(status) >= 7  # the other trials' lines (some may have been cut by the last one)
     csv = (tmp_path / "sweeps_db" / "duo.summary.csv").read_text().splitlines()
     assert csv[0].startswith("rank,number,state,value") and len(csv) == 9
 
@@ -85,6 +95,13 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path: Path):
     assert retry.params == killed.params
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert budget_used(trials) == 6
+    # the retry resumed from the killed trial's last.ckpt: it trained only the iterations after it
+    killed_dir, retry_dir = Path(killed.user_attrs["output_dir"]), Path(retry.user_attrs["output_dir"])
+    saved = json.loads((killed_dir / "last.ckpt").read_text())["iteration"]
+    assert saved >= 1 and retry.user_attrs["resumed_from"] == {
+        "trial": killed_number, "checkpoint": str(killed_dir / "last.ckpt"),
+        "wandb_run_ids": killed.user_attrs["wandb_run_ids"]}
+    assert _iterations(retry_dir)[0] == saved + 1
 
 
 def test_interrupted_sweep_resumes_to_the_same_total(tmp_path: Path):
@@ -175,6 +192,32 @@ def test_submitit_local_launcher_runs_trials_asynchronously(tmp_path: Path):
     assert all(t.user_attrs.get("wandb_run_id") for t in trials)  # the jobs reached the study
     # every job ran in its own submitit process, not in the sweeper's
     assert len({t.user_attrs["output_dir"] for t in trials}) == 4
+
+
+def _iterations(output_dir: Path) -> list[int]:
+    return [int(line.split()[1]) for line in (output_dir / "fake_iterations.log").read_text().splitlines()]
+
+
+def test_submitit_local_job_requeued_at_its_time_limit_resumes_its_trial(tmp_path: Path):
+    """The job gets submitit's time-limit signal at iteration 4 (the fake sends it to itself, as
+    SLURM would signal_delay_s before the limit): it checkpoints, submitit requeues it (the local
+    executor starts it again), and the same trial resumes from its last.ckpt. Its value and
+    curve are those of the same trial never interrupted (trial 0 is the defaults in both studies)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"]
+    for name, fake in (("cut", ["fake.signal_at_iteration=4"]), ("whole", [])):
+        write_sweep(tmp_path, name, {"n_trials": 1}, iterations=8, iteration_seconds=0.05)
+        done = run(worker_cmd(tmp_path, name, launcher + fake), cwd=tmp_path, timeout=400)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    (cut,) = open_study(tmp_path, "cut").get_trials(deepcopy=False)
+    (whole,) = open_study(tmp_path, "whole").get_trials(deepcopy=False)
+    assert cut.state == TrialState.COMPLETE and cut.user_attrs["requeues"] == 1
+    log = [line.split() for line in (Path(cut.user_attrs["output_dir"]) / "fake_iterations.log").read_text().splitlines()]
+    assert [int(it) for _, it in log] == list(range(1, 9))  # each iteration trained once
+    assert len({pid for pid, it in log if int(it) <= 4}) == 1 and {pid for pid, it in log if int(it) <= 4} != {
+        pid for pid, it in log if int(it) > 4}  # two processes: the job and its requeued self
+    assert cut.value == whole.value and cut.intermediate_values == whole.intermediate_values
+    assert len(cut.user_attrs["wandb_run_ids"]) == 2
 
 
 def _children(parent: int) -> list[int]:

@@ -38,6 +38,7 @@ from workbench.sweep.multiobjective import check_multi_objective, parse_objectiv
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.population_trials import (CONDITIONS_ATTR, SEARCH_SPACE_ATTR, check_population_sweep,
                                                run_population_jobs, structural_names)
+from workbench.sweep.slurm import quiet_sacct
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
 from workbench.sweep.storage import (ENV_STORAGE, StorageSpec, budget_lock, check_storage, open_storage,
                                      resolve_storage)
@@ -57,6 +58,7 @@ class WorkbenchOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
         _mask_launcher_lines()
+        quiet_sacct()  # submitit's "Bypassing sacct error" at every poll where SLURM accounting is off
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -233,7 +235,9 @@ class WorkbenchOptunaSweeper(Sweeper):
                 self._reevaluate(study, space, spec, reeval)
         finally:
             stop.set()
-            _say(summary_table(study, n_trials) if conf.print_summary else progress_line(study, n_trials))
+            if os.environ.get(ENV_WORKER) is None:  # a `workbench sweep` worker: its parent prints the summary
+                _say(summary_table(study, n_trials, started=driver.started) if conf.print_summary
+                     else progress_line(study, n_trials, driver.started))
             if conf.summary_csv:
                 path = write_csv(study, _summary_path(spec, study_name, self.config))
                 _say(f"summary written to {path}")

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import workbench
@@ -24,7 +25,7 @@ from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.files import check_sweep_file, find_sweep_file, sweep_dirs
 from workbench.sweep.space import format_value
 from workbench.sweep.storage import ENV_STORAGE, check_storage, load_study, resolve_storage
-from workbench.sweep.summary import summary_table, write_csv
+from workbench.sweep.summary import ENV_STARTED, progress_line, summary_table, write_csv
 from workbench.tracking.secrets import scrub_text
 
 PROG = "workbench sweep"
@@ -179,7 +180,8 @@ def sweep_main(argv: list[str]) -> int:
     except SweepConfigError as err:
         refuse(PROG, f"{one_line(err)}; no trial started")
     devices = _devices(args)
-    env = dict(os.environ)
+    started = time.time()
+    env = {**os.environ, ENV_STARTED: repr(started)}  # the workers' status lines count from here
     if storage:
         env[ENV_STORAGE] = storage
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -214,6 +216,12 @@ def sweep_main(argv: list[str]) -> int:
                 w.send_signal(signal.SIGINT)
         for w in workers:
             w.wait()
+        try:  # the workers print no last line of their own: this is the sweep's
+            study = load_study(resolve_storage(storage, args.study_name or args.name, Path.cwd()),
+                               args.study_name or args.name)
+            print(progress_line(study, args.n_trials or study.user_attrs.get("n_trials"), started))
+        except Exception:
+            pass
         print("workbench sweep: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
 
@@ -226,7 +234,8 @@ def sweep_main(argv: list[str]) -> int:
         return EXIT_UNFINISHED
     if wants_reevaluation(study, args.n_trials):  # in the parent, once the workers are done
         subprocess.run(cmd + ["hydra.sweeper.reevaluate_only=true", f"torch_threads={args.workers}"], env=env)
-    print(summary_table(study, args.n_trials))
+    # the sweep's last status line, once (the workers leave it to this summary)
+    print(summary_table(study, args.n_trials or study.user_attrs.get("n_trials"), started=started))
     path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)
                      / f"{study_name}.summary.csv")
     print(f"summary written to {path}")

@@ -29,7 +29,7 @@ from workbench.sweep.baseline import fixed_params, is_baseline
 from workbench.sweep.heartbeat import HEARTBEAT_KEY, enqueue_retry, reap_stale_trials
 from workbench.sweep.space import SearchSpace
 from workbench.sweep.storage import StorageSpec, budget_lock
-from workbench.sweep.summary import progress_line
+from workbench.sweep.summary import ENV_STARTED, progress_line
 from workbench.tracking.secrets import scrub_text
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,13 @@ class HeartbeatSettings:
     interval: float = 10.0  # seconds between beats of a running trial
     grace_period: float = 60.0  # a RUNNING trial silent for this long is failed and retried
     max_retry: int = 1  # retries per original trial (killed or interrupted runs)
+
+
+def _started() -> float:
+    try:
+        return float(os.environ[ENV_STARTED])
+    except (KeyError, ValueError):
+        return time.time()
 
 
 def budget_used(trials: list[FrozenTrial]) -> int:
@@ -69,6 +76,8 @@ class StudyDriver:
         self.study, self.spec, self.space = study, spec, space
         self.n_trials, self.heartbeat, self.wait_for_running = n_trials, heartbeat, wait_for_running
         self.say = say  # where the progress line goes
+        # the progress line's elapsed time and ETA count from here (`workbench sweep`'s own start)
+        self.started = _started()
         self._print_lock = threading.Lock()
 
     # -- reserving -------------------------------------------------------------------
@@ -139,6 +148,12 @@ class StudyDriver:
         states = (TrialState.RUNNING, TrialState.WAITING)
         return bool(self.study.get_trials(deepcopy=False, states=states))
 
+    def budget_done(self) -> bool:
+        """Every trial of the budget finished: nothing running or queued."""
+        trials = self.study.get_trials(deepcopy=False)
+        pending = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+        return not pending and budget_used(trials) >= self.n_trials
+
     def run(self, launch: Callable[[int, dict[str, Any]], Any], stop: threading.Event | None = None) -> int:
         """Reserve and launch trials until the budget is spent. While other workers' trials
         still run, keep polling (a worker that dies leaves a trial that must be reaped and
@@ -164,5 +179,6 @@ class StudyDriver:
             self.settle(trial.number, error)
             ran += 1
             with self._print_lock:
-                self.say(progress_line(self.study, self.n_trials))
+                if not self.budget_done():  # the last status line is the end-of-sweep summary's, printed once
+                    self.say(progress_line(self.study, self.n_trials, self.started))
         return ran

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,6 +13,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 ATTR_COLUMNS = ("baseline", "wandb_run_id", "output_dir", "fail_reason")
+# `workbench sweep` hands its start time to its workers: every status line counts from it
+ENV_STARTED = "WORKBENCH_SWEEP_STARTED"
 
 
 def is_multi(study: optuna.Study) -> bool:
@@ -50,7 +53,11 @@ def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(front, key=lambda t: ((-1.0 if _maximize(study) else 1.0) * t.values[0], t.number))
 
 
-def progress_line(study: optuna.Study, n_trials: int | None = None) -> str:
+def progress_line(study: optuna.Study, n_trials: int | None = None, started: float | None = None,
+                  now: float | None = None) -> str:
+    """``[study] 7/24 finished: ... | best -160.3 (trial 5) | elapsed 3m10s, ETA 7m15s``.
+
+    ``started``: when this sweep started, a ``time.time()``; without it, no timing."""
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state for t in trials)
     finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED] + states[TrialState.FAIL]
@@ -63,7 +70,47 @@ def progress_line(study: optuna.Study, n_trials: int | None = None) -> str:
         f"[{study.study_name}] {finished}{total} finished: {states[TrialState.COMPLETE]} complete, "
         f"{states[TrialState.PRUNED]} pruned, {states[TrialState.FAIL]} failed, "
         f"{states[TrialState.RUNNING]} running, {states[TrialState.WAITING]} queued | {best_text}"
+        + timing_text(trials, n_trials, started, now)
     )
+
+
+def timing_text(trials: Sequence[FrozenTrial], n_trials: int | None, started: float | None,
+                now: float | None = None) -> str:
+    """`` | elapsed 3m10s, ETA 7m15s``: the time since ``started`` and, at the rate trials finished
+    since the first one this sweep started (all workers' alike), the time until the budget's
+    last trial finishes. ETA ``-`` until a trial finished; none once the budget is done. Trials
+    that do not count against the budget (retried failures, surplus) count for neither."""
+    if started is None:
+        return ""
+    now = time.time() if now is None else now
+    elapsed = max(0.0, now - started)
+    text = f" | elapsed {format_duration(elapsed)}"
+    if not n_trials:
+        return text
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    counted = [t for t in trials if t.state.is_finished() and not (
+        t.state == TrialState.FAIL and (t.number in retried or t.user_attrs.get("surplus")))]
+    remaining = int(n_trials) - len(counted)
+    if remaining <= 0:
+        return text
+    recent = [t for t in counted if t.datetime_complete is not None and t.datetime_complete.timestamp() >= started]
+    # the rate counts from the first trial this sweep started, not from its start-up (validation, workers)
+    began = [t.datetime_start.timestamp() for t in trials
+             if t.datetime_start is not None and t.datetime_start.timestamp() >= started]
+    span = now - min(began, default=started)
+    if not recent or span <= 0:
+        return text + ", ETA -"
+    return text + f", ETA {format_duration(remaining * span / len(recent))}"
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def summary_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -114,9 +161,10 @@ def write_csv(study: optuna.Study, path: Path) -> Path:
     return path
 
 
-def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5) -> str:
+def summary_table(study: optuna.Study, n_trials: int | None = None, top: int = 5,
+                  started: float | None = None) -> str:
     """Human-readable end-of-sweep summary: counts, the best trial's params, the top trials."""
-    lines = [progress_line(study, n_trials)]
+    lines = [progress_line(study, n_trials, started)]
     if is_multi(study):
         return "\n".join(lines + pareto_lines(study) + _reevaluation_lines(study))
     best = best_trial(study)

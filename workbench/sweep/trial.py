@@ -24,6 +24,8 @@ from workbench.sweep.factory import is_wilcoxon
 from workbench.sweep.multiobjective import (FINAL_EVAL_KEY, CostTracker, Objectives, missing_metric,
                                             parse_objectives, settings_for)
 from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, aggregate, is_bad
+from workbench.sweep.resume import ResumedTraining, prepare_resume, reported_before, tracked_keys
+from workbench.sweep.slurm import JobRequeued, RequeueGuard
 from workbench.sweep.storage import ENV_STORAGE, StorageSpec, load_study, redact
 from workbench.tracking.secrets import scrub_text
 
@@ -90,14 +92,22 @@ def run_trial(
     with open_dict(cfg):  # the run's config (logged to W&B) carries the sampled params too
         cfg.trial.params = dict(frozen.params)
     interval = float(_plain(sweeper.get("heartbeat")).get("interval", DEFAULT_HEARTBEAT_INTERVAL))
+    max_retry = int(_plain(sweeper.get("heartbeat")).get("max_retry", 1))
 
-    with Heartbeat(storage, trial_id, interval):
+    with Heartbeat(storage, trial_id, interval), RequeueGuard(enabled=not settings.seeds) as guard:
         try:
             if settings.seeds:
                 runner = run_population or _default_population_runner()
                 value = _train_seeds(cfg, Path(output_dir), runner, trial, settings, is_wilcoxon(study.pruner))
-            else:
-                value = _train(cfg, Path(output_dir), run_training, trial, settings, objectives)
+            else:  # resumes from its own last.ckpt (requeued) or its retry_of's (workbench.sweep.resume)
+                resume = prepare_resume(cfg, study, frozen, Path(output_dir), trial)
+                training = ResumedTraining(run_training, tracked_keys(settings, objectives), resume, guard)
+                value = _train(cfg, Path(output_dir), training, trial, settings, objectives)
+        except JobRequeued:  # last.ckpt is written: submitit requeues the job and exits, the trial stays RUNNING
+            refused = guard.requeue(trial)
+            _fail(study, trial, f"interrupted and not requeued: {type(refused).__name__}: {refused}")
+            enqueue_retry(study, storage.get_trial(trial_id), max_retry)
+            raise refused from None
         except optuna.TrialPruned as exc:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d pruned: %s", number, exc)
@@ -108,8 +118,7 @@ def run_trial(
             reason = f"{type(exc).__name__}: {exc}"[:2000]
             _fail(study, trial, reason)
             if not isinstance(exc, Exception):  # interrupted, not broken: run it again later
-                retry = _plain(sweeper.get("heartbeat")).get("max_retry", 1)
-                enqueue_retry(study, storage.get_trial(trial_id), int(retry))
+                enqueue_retry(study, storage.get_trial(trial_id), max_retry)
             raise
     study.tell(trial, value)
     log.info("trial %d finished: %s", number, value)
@@ -182,6 +191,8 @@ def _require_logged(metric: str, seen: "_Seen") -> None:
 
 
 def _report_or_prune(trial: optuna.Trial, value: float, iteration: int, last: int | None) -> None:
+    if reported_before(trial, iteration):  # a resumed trial replays its checkpoint's iterations
+        return
     trial.report(value, step=iteration)
     # the final iteration is paid for already: pruning it would only throw its result away
     if (last is None or iteration < last) and trial.should_prune():
@@ -364,6 +375,8 @@ def run_verdict(error: BaseException | None, tracker: ObjectiveTracker, final_ev
     """How the trial will be recorded, decided as its run ends: (state, value)."""
     if isinstance(error, optuna.TrialPruned):
         return "PRUNED", tracker.value
+    if isinstance(error, JobRequeued):  # stopped to go on in the requeued job
+        return "REQUEUED", tracker.value
     if error is not None:
         return "FAIL", None
     try:

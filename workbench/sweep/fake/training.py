@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -66,7 +67,10 @@ def _record_device(cfg: DictConfig, output_dir: Path) -> None:
 
 
 class _Curve:
-    """One fake run's iterations: yields (iteration, metrics); keeps the evaluations it made."""
+    """One fake run's iterations: yields (iteration, metrics); keeps the evaluations it made.
+
+    Its state (iteration, RNG, evaluations) is its checkpoint: ``save``/``load`` a JSON
+    ``last.ckpt``, as the real agent's, so a resumed fake run goes on exactly where it stopped."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg, self.fake = cfg, cfg.get("fake") or {}
@@ -75,15 +79,32 @@ class _Curve:
         self.rng = random.Random(int(cfg.seed) * 7919 + hash(round(quality(cfg), 6)) % 1000)
         self.history: list = []
         self.evals: list = []
+        self.done = 0  # iterations trained (a resumed run starts after them)
+        self.resumed = False
+
+    def save(self, path: Path) -> None:
+        version, state, gauss = self.rng.getstate()
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"iteration": self.done, "rng": [version, list(state), gauss],
+                                   "evals": self.evals, "frames": self.done * self.per_iter}))
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> None:
+        state = json.loads(Path(path).read_text())
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.done, self.evals, self.resumed = int(state["iteration"]), list(state["evals"]), True
 
     def __iter__(self):
         fake, top = self.fake, quality(self.cfg)
         eval_every = int(self.cfg.agent.evaluator.eval_metrics_every)
-        for it in range(1, self.iterations + 1):
+        for it in range(self.done + 1, self.iterations + 1):
             if fake.get("iteration_seconds"):
                 (_burn if fake.get("busy") else time.sleep)(float(fake["iteration_seconds"]))
             if fake.get("raise_at_iteration") == it:
                 raise RuntimeError(f"fake training exploded at iteration {it}")
+            if fake.get("signal_at_iteration") == it and not self.resumed:  # a SLURM time limit, say
+                os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
             progress = 1.0 - math.exp(-it / max(1.0, self.iterations / 4))
             metrics = {
                 "info/frames": float(it * self.per_iter),
@@ -97,27 +118,39 @@ class _Curve:
                 metrics["eval/episode_reward"] = value
                 self.evals.append(value)
             self.history.append(metrics)
+            self.done = it
             yield it, metrics
 
     def result(self, output_dir: Path, run_id: str) -> FakeTrainResult:
         evals = self.evals
         return FakeTrainResult(history=self.history, final_eval_return=evals[-1] if evals else None,
                                best_eval_return=max(evals) if evals else None, output_dir=output_dir,
-                               wandb_run_id=run_id, frames=len(self.history) * self.per_iter)
+                               wandb_run_id=run_id, frames=self.done * self.per_iter)
 
 
 def run_training(cfg: DictConfig, output_dir: Path, callbacks: Any = None) -> FakeTrainResult:
+    """As workbench.train.run_training: resumes from ``cfg.checkpoint`` or ``<output_dir>/last.ckpt``,
+    writes ``last.ckpt`` after every iteration (the real agent: every few, and when an iteration's
+    callback raises). ``<output_dir>/fake_iterations.log`` gets "<pid> <iteration>" per iteration."""
     output_dir = Path(output_dir)
     _record_device(cfg, output_dir)
+    curve = _Curve(cfg)
+    last = output_dir / "last.ckpt"
+    resume_from = cfg.get("checkpoint") or (last if last.exists() else None)
+    if resume_from:
+        curve.load(Path(resume_from))
     run_id = f"fake-{uuid.uuid4().hex[:8]}"
     if callbacks is not None and callbacks.on_start is not None:
         callbacks.on_start({"wandb_run_id": run_id, "wandb_run_dir": None, "output_dir": str(output_dir)})
-    curve = _Curve(cfg)
     stopped_by = None
     try:
-        for it, metrics in curve:
-            if callbacks is not None and callbacks.on_iteration is not None:
-                callbacks.on_iteration(it, metrics)
+        with open(output_dir / "fake_iterations.log", "a") as ran:
+            for it, metrics in curve:
+                ran.write(f"{os.getpid()} {it}\n")
+                ran.flush()
+                curve.save(last)
+                if callbacks is not None and callbacks.on_iteration is not None:
+                    callbacks.on_iteration(it, metrics)
     except BaseException as exc:
         stopped_by = exc
         raise
