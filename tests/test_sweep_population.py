@@ -127,7 +127,7 @@ def test_a_diverged_member_fails_alone(tmp_path: Path):
 
 
 def test_killed_population_worker_trials_fail_and_are_retried(tmp_path: Path):
-    write_sweep(tmp_path, "kill", {"n_trials": 6}, iterations=10, iteration_seconds=0.3)
+    write_sweep(tmp_path, "kill", {"n_trials": 6, "pruner": None}, iterations=10, iteration_seconds=0.3)
     cmd = worker_cmd(tmp_path, "kill", ["hydra.sweeper.population=2"])
     assert run(cmd + ["hydra.sweeper.dry_run=true"], cwd=tmp_path).returncode == 0
     workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env_for(), stdout=subprocess.DEVNULL,
@@ -153,6 +153,11 @@ def test_killed_population_worker_trials_fail_and_are_retried(tmp_path: Path):
         assert "heartbeat lost" in trials[number].user_attrs["fail_reason"]
         (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == number]
         assert retry.state.is_finished() and retry.state != TrialState.FAIL and retry.params == trials[number].params
+        # it resumed from the killed trial's last.ckpt: trained only what was left, its curve whole
+        assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from"]["trial"] == number
+        ran = (Path(retry.user_attrs["output_dir"]) / "fake_iterations.log").read_text().split()
+        assert int(ran[1]) > 1 and int(ran[-1]) == 10
+        assert sorted(retry.intermediate_values) == list(range(1, 11))
     assert budget_used(trials) == 6
 
 

@@ -98,23 +98,30 @@ class PopulationRun:
 
     def __init__(self, member_cfgs: list[DictConfig], dirs: list[Path], group: str,
                  labels: list[str] | None = None, on_start: Callable[[int, dict], None] | None = None,
-                 load_training_state: bool = True) -> None:
+                 load_training_state: bool = True, checkpoints: list[Path | None] | None = None) -> None:
+        """``checkpoints``: what each member resumes from (None: a fresh start); by default the
+        ``last.ckpt`` in its own dir, if there is one."""
         self.agent = build_population(member_cfgs, dirs)
-        for i, member_dir in enumerate(dirs):  # load before writing anything (a bad checkpoint leaves nothing)
-            if (member_dir / "last.ckpt").exists():
-                self.agent.load_checkpoint(member_dir / "last.ckpt", load_training_state=load_training_state, member=i)
+        if checkpoints is None:
+            checkpoints = [d / "last.ckpt" if (d / "last.ckpt").exists() else None for d in dirs]
+        for i, checkpoint in enumerate(checkpoints):  # load before writing anything (a bad checkpoint leaves nothing)
+            if checkpoint is not None:
+                self.agent.load_checkpoint(checkpoint, load_training_state=load_training_state, member=i)
         self.group, self.on_start = group, on_start
         self.size = len(member_cfgs)
         self._runs: list[_MemberRun | None] = [None] * self.size
         for i, (member_cfg, member_dir) in enumerate(zip(member_cfgs, dirs)):
             self._open(i, member_cfg, member_dir, labels[i] if labels else f"member {i}")
 
-    def insert(self, slot: int, cfg: DictConfig, output_dir: Path, label: str) -> None:
-        """Start a fresh member (``cfg``'s knobs and seed) in the closed slot ``slot``."""
+    def insert(self, slot: int, cfg: DictConfig, output_dir: Path, label: str, checkpoint: Path | None = None) -> None:
+        """Start a fresh member (``cfg``'s knobs and seed) in the closed slot ``slot``, resumed
+        from ``checkpoint`` (training state included) if one is given."""
         validate(cfg)
         if cfg.agent.model.actor.num_out is None:
             cfg.agent.model.actor.num_out = self.agent.env.action_dim
         self.agent.insert_member(slot, OmegaConf.to_object(cfg.agent), int(cfg.seed), output_dir)
+        if checkpoint is not None:
+            self.agent.load_checkpoint(checkpoint, load_training_state=True, member=slot)
         self._open(slot, cfg, output_dir, label)
 
     def _open(self, slot: int, cfg: DictConfig, output_dir: Path, label: str) -> None:

@@ -21,6 +21,7 @@ sweeper died too, any worker's reaper does once their heartbeats stop.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import time
@@ -38,6 +39,8 @@ from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.factory import is_wilcoxon, make_sampler, seed_sampler_for_worker
 from workbench.sweep.heartbeat import Heartbeats, enqueue_retry, reap_stale_trials
 from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, aggregate, is_bad
+from workbench.sweep.resume import (HISTORY, find_resume, kept_metrics, open_history, past_iterations,
+                                    reported_before, tracked_keys, write_stamp)
 from workbench.sweep.space import SearchSpace, parse_search_space
 from workbench.sweep.storage import load_study
 from workbench.sweep.summary import progress_line
@@ -56,6 +59,8 @@ class _Entry:
     slots: list[int]
     seeds: list[int] | None  # None: the trial's config seed, one slot
     settings: ObjectiveSettings
+    resume: Path | None = None  # the checkpoint a retried trial resumes from (one slot only)
+    history: Any = None  # its objective_history.jsonl, open once the first iteration came
     trackers: list[ObjectiveTracker] = field(default_factory=list)
     seen: list[Any] = field(default_factory=list)
 
@@ -86,6 +91,7 @@ class PopulationTrials:
         self.entries: dict[int, _Entry] = {}  # by slot: every slot of a trial maps to its entry
         self.outcomes: list[Any] = []
         self.run: Any = None
+        self.keys = tracked_keys(settings)  # what a history line keeps
 
     # -- trials in and out -------------------------------------------------------------
     def _reserve(self) -> tuple[optuna.Trial, dict] | None:
@@ -122,10 +128,28 @@ class PopulationTrials:
         return [f"trial {trial.number}" + (f" seed {s}" if s is not None else "") for s in self.seeds or [None]]
 
     def _enter(self, trial: optuna.Trial, slots: list[int]) -> _Entry:
-        entry = _Entry(trial, slots, self.seeds, self.settings)
+        entry = _Entry(trial, slots, self.seeds, self.settings, self._resume(trial))
         for slot in slots:
             self.entries[slot] = entry
         return entry
+
+    def _resume(self, trial: optuna.Trial) -> Path | None:
+        """Stamp the trial's dir (its checkpoints become resumable) and find what it resumes
+        from: a retried trial, its predecessor's last.ckpt. Seeds side by side start fresh."""
+        if self.seeds:
+            return None
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        directory = self._dirs(trial)[0]
+        found = find_resume(self.study, frozen, directory)
+        write_stamp(directory, self.study.study_name, frozen)
+        if found is None:
+            return None
+        owner = self.study._storage.get_trial(
+            self.study._storage.get_trial_id_from_study_id_trial_number(trial.study._study_id, found.trial))
+        trial.set_user_attr("resumed_from", {"trial": found.trial, "checkpoint": str(found.checkpoint),
+                                             "wandb_run_ids": list(owner.user_attrs.get("wandb_run_ids") or [])})
+        log.info("trial %d resumes from %s (retrying trial %d)", trial.number, found.checkpoint, found.trial)
+        return found.checkpoint
 
     def start(self) -> bool:
         """Reserve the first trials and build the batched training; False if the budget is spent."""
@@ -142,10 +166,12 @@ class PopulationTrials:
             cfgs += self._member_cfgs(trial, sampled)
             dirs += self._dirs(trial)
             labels += self._labels(trial)
+        checkpoints = []
         for k, (trial, _) in enumerate(reserved):
-            self._enter(trial, list(range(k * self.per_trial, (k + 1) * self.per_trial)))
+            entry = self._enter(trial, list(range(k * self.per_trial, (k + 1) * self.per_trial)))
+            checkpoints += [entry.resume] * self.per_trial
         group = str(OmegaConf.select(self.cfg, "logger.group", default=None) or self.cfg.trial.study_name)
-        self.run = self.make_run(cfgs, dirs, group, labels, self._on_start)
+        self.run = self.make_run(cfgs, dirs, group, labels, self._on_start, checkpoints=checkpoints)
         return True
 
     def refill(self, slots: list[int]) -> None:
@@ -154,9 +180,9 @@ class PopulationTrials:
             return
         trial, sampled = got
         cfgs = self._member_cfgs(trial, sampled)
-        self._enter(trial, slots)
+        entry = self._enter(trial, slots)
         for slot, member_cfg, directory, label in zip(slots, cfgs, self._dirs(trial), self._labels(trial)):
-            self.run.insert(slot, member_cfg, directory, label)
+            self.run.insert(slot, member_cfg, directory, label, checkpoint=entry.resume)
 
     def _on_start(self, slot: int, info: Mapping[str, Any]) -> None:
         from workbench.sweep.trial import link_run, link_seed_run
@@ -188,9 +214,13 @@ class PopulationTrials:
 
     def _observe(self, entry: _Entry, by_slot: Mapping[int, tuple]) -> tuple[str, str | None] | None:
         """Feed the trial its members' metrics of this iteration; its verdict if it ends here."""
+        if entry.history is None and not self.seeds:
+            self._open_history(entry, by_slot[entry.slots[0]][0])
         iteration, finished = 0, True
         for k, slot in enumerate(entry.slots):
             iteration, metrics, done = by_slot[slot]
+            if entry.history is not None:
+                entry.history.write(json.dumps({"it": int(iteration), "m": kept_metrics(metrics, self.keys)}) + "\n")
             finished = finished and done
             entry.seen[k].update(metrics)
             entry.trackers[k].update(metrics)
@@ -206,6 +236,19 @@ class PopulationTrials:
             if not finished and entry.trial.should_prune():
                 return "PRUNED", f"iteration {iteration}, objective {value:.4g}"
         return ("COMPLETE", None) if finished else None
+
+    def _open_history(self, entry: _Entry, first: int) -> None:
+        """Keep the trial's objective history beside its checkpoints; a resumed trial first
+        replays the iterations its checkpoint holds (into its objective and its reports)."""
+        past = past_iterations(entry.resume, first) if entry.resume is not None else []
+        for iteration, metrics in past:
+            entry.seen[0].update(metrics)
+            entry.trackers[0].update(metrics)
+            value = entry.trackers[0].value
+            if value is not None and not self.wilcoxon and not iteration % self.settings.report_every \
+                    and not reported_before(entry.trial, iteration):
+                entry.trial.report(value, step=iteration)
+        entry.history = open_history(self._dirs(entry.trial)[0] / HISTORY, past)
 
     def _end(self, entry: _Entry, state: str, reason: str | None) -> None:
         """Close the trial's members (W&B summary and exit code) and record its outcome."""
@@ -231,6 +274,8 @@ class PopulationTrials:
                 frames += int(getattr(result, "frames", 0) or 0)
             del self.entries[slot]
         self.heartbeats.discard(trial._trial_id)
+        if entry.history is not None:
+            entry.history.close()
         try:
             trial.set_user_attr("frames", frames)
             if state == "FAIL":
@@ -365,5 +410,6 @@ def run_population_jobs(driver: StudyDriver, launch: Callable[[str, int], Any],
         if settle_population_job(driver.study, token, error, driver.heartbeat.max_retry) == 0 and error:
             raise error  # it failed before reserving a trial: another job would fail the same way
         with driver._print_lock:
-            driver.say(progress_line(driver.study, driver.n_trials))
+            if not driver.budget_done():  # the last status line is the end-of-sweep summary's
+                driver.say(progress_line(driver.study, driver.n_trials, driver.started))
     return jobs

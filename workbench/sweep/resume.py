@@ -117,6 +117,12 @@ def resume_checkpoint(study: optuna.Study, trial: FrozenTrial, output_dir: Path 
     return _find(study, trial, output_dir)[0]
 
 
+def find_resume(study: optuna.Study, trial: FrozenTrial, output_dir: Path | None = None) -> Resume | None:
+    """As ``resume_checkpoint``, with the trial whose directory holds the checkpoint."""
+    checkpoint, owner = _find(study, trial, output_dir)
+    return None if checkpoint is None or owner is None else Resume(checkpoint, owner.number)
+
+
 def _find(study: optuna.Study, trial: FrozenTrial, output_dir: Path | None) -> tuple[Path | None, FrozenTrial | None]:
     for owner in lineage(study, trial):
         for directory in _directories(owner, output_dir if owner is trial else None):
@@ -196,15 +202,14 @@ class ResumedTraining:
             nonlocal handle
             if handle is None:  # the first iteration of this run: what came before it, if resumed
                 past = self._past(iteration)
-                handle = _rewrite(path, past)
+                handle = open_history(path, past)
                 for it, logged in past:
                     inner(it, logged)
                 self.replayed = len(past)
                 if past:
                     log.info("replayed iterations %d-%d of the checkpoint into the trial's objective",
                              past[0][0], past[-1][0])
-            kept = {k: float(v) for k, v in metrics.items() if k in self.keys and isinstance(v, (int, float))}
-            handle.write(json.dumps({"it": int(iteration), "m": kept}) + "\n")
+            handle.write(json.dumps({"it": int(iteration), "m": kept_metrics(metrics, self.keys)}) + "\n")
             inner(iteration, metrics)
             if self.guard is not None and self.guard.requested:
                 raise JobRequeued(f"requeued at the end of iteration {iteration}")
@@ -217,29 +222,36 @@ class ResumedTraining:
                 handle.close()
 
     def _past(self, first: int) -> list[tuple[int, dict]]:
-        """The iterations before ``first`` from the checkpoint's history (none without a resume)."""
-        if self.resume is None:
-            return []
-        source = self.resume.checkpoint.parent / HISTORY
+        return [] if self.resume is None else past_iterations(self.resume.checkpoint, first)
+
+
+def past_iterations(checkpoint: Path, first: int) -> list[tuple[int, dict]]:
+    """The iterations before ``first`` from the history beside ``checkpoint``."""
+    source = checkpoint.parent / HISTORY
+    try:
+        lines = source.read_text().splitlines()
+    except OSError:
+        log.warning("no %s beside %s: the objective starts from the resumed iterations only", HISTORY, checkpoint)
+        return []
+    past: dict[int, dict] = {}
+    for line in lines:
         try:
-            lines = source.read_text().splitlines()
-        except OSError:
-            log.warning("no %s beside %s: the objective starts from the resumed iterations only",
-                        HISTORY, self.resume.checkpoint)
-            return []
-        past: dict[int, dict] = {}
-        for line in lines:
-            try:
-                entry = json.loads(line)
-                it = int(entry["it"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut by a kill
-            if it < first:
-                past[it] = entry.get("m") or {}
-        return sorted(past.items())
+            entry = json.loads(line)
+            it = int(entry["it"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a kill
+        if it < first:
+            past[it] = entry.get("m") or {}
+    return sorted(past.items())
 
 
-def _rewrite(path: Path, past: list[tuple[int, dict]]):
+def kept_metrics(metrics: dict, keys: Iterable[str]) -> dict:
+    """What an iteration's history line keeps: the metrics the trial's objective reads."""
+    keys = set(keys)
+    return {k: float(v) for k, v in metrics.items() if k in keys and isinstance(v, (int, float))}
+
+
+def open_history(path: Path, past: list[tuple[int, dict]]):
     """Start this run's history with the replayed iterations; returns the open, line-buffered file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")

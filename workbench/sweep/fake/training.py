@@ -207,17 +207,21 @@ class FakePopulationRun:
     iteration's time for all of them, as a batched population costs), closed one at a time."""
 
     def __init__(self, member_cfgs: list[DictConfig], dirs: list[Path], group: str,
-                 labels: list[str] | None = None, on_start: Any = None) -> None:
+                 labels: list[str] | None = None, on_start: Any = None,
+                 checkpoints: list[Path | None] | None = None) -> None:
         self.on_start = on_start
         self.fake = member_cfgs[0].get("fake") or {}
         self._slots: list[dict | None] = [None] * len(member_cfgs)
         for slot, (cfg, directory) in enumerate(zip(member_cfgs, dirs)):
-            self.insert(slot, cfg, directory)
+            self.insert(slot, cfg, directory, checkpoint=(checkpoints or [None] * len(dirs))[slot])
 
-    def insert(self, slot: int, cfg: DictConfig, output_dir: Path, label: str = "") -> None:
+    def insert(self, slot: int, cfg: DictConfig, output_dir: Path, label: str = "",
+               checkpoint: Path | None = None) -> None:
         output_dir = Path(output_dir)
         _record_device(cfg, output_dir)
         curve = _Curve(cfg)
+        if checkpoint is not None:
+            curve.load(Path(checkpoint))
         # the population pays the iteration time once per step, not each member
         curve.fake = {k: v for k, v in curve.fake.items() if k != "iteration_seconds"}
         self._slots[slot] = {"curve": curve, "steps": iter(curve), "dir": output_dir,
@@ -237,11 +241,15 @@ class FakePopulationRun:
         for slot in self.open_slots:
             state = self._slots[slot]
             it, metrics = next(state["steps"])
+            state["curve"].save(state["dir"] / "last.ckpt")  # as the fake run: after every iteration
+            with open(state["dir"] / "fake_iterations.log", "a") as ran:
+                ran.write(f"{os.getpid()} {it}\n")
             out.append((slot, it, metrics, it >= state["curve"].iterations))
         return out
 
     def checkpoint(self) -> None:
-        pass
+        for slot in self.open_slots:
+            self._slots[slot]["curve"].save(self._slots[slot]["dir"] / "last.ckpt")
 
     def close(self, slot: int, summary: dict | None = None, exit_code: int = 0) -> FakeTrainResult:
         state = self._slots[slot]
