@@ -201,7 +201,7 @@ def test_cartpole_runs_on_gpu_like_on_cpu():
 
 def test_cartpole_reference_controller_beats_random_policy():
     # The documented returns: a good policy is clearly separated from a random one.
-    from workbench.envs.cartpole_reference import SwingUpController, episode_returns, random_policy
+    from bench.cartpole_reference import SwingUpController, episode_returns, random_policy
     env = CartPole(num_envs=16, seed=0)
     random_returns, _ = episode_returns(env, random_policy)
     good_returns, good_lengths = episode_returns(env, SwingUpController(env))
@@ -258,7 +258,7 @@ def test_every_env_config_builds(name):
 
 
 def test_first_episode_returns_sums_rewards_of_one_episode_per_env():
-    from workbench.envs.random_returns import first_episode_returns
+    from bench.random_returns import first_episode_returns
     returns, lengths = first_episode_returns(Pendulum(num_envs=2, max_episode_length=3, seed=1), seed=5)
     # Replay by hand: the same initial states and the same uniform actions.
     env, actions = Pendulum(num_envs=2, max_episode_length=3, seed=1), torch.Generator().manual_seed(5)

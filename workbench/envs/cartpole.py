@@ -16,7 +16,7 @@ terminal state (``terminated``), which costs every future reward. The time limit
 (500 steps = 10 s) is a truncation. A uniform random policy scores about 5 (and
 leaves the track after ~240 steps on average); a swing-up-and-balance controller
 scores about 420 (500 is the ceiling, out of reach as the swing-up takes time; see
-docs/environments.md and ``python -m workbench.envs.cartpole_reference``).
+docs/environments.md and ``python -m bench.cartpole_reference``).
 
 The policy acts in [-1, 1] (scaled to the force range); actions outside are
 clipped by the env, never by the agent.

@@ -1,6 +1,6 @@
 """Return of a uniform random policy on any env config, the floor a learned policy must clear.
 
-    python -m workbench.envs.random_returns pendulum cartpole halfcheetah hopper
+    python -m bench.random_returns pendulum cartpole halfcheetah hopper
 
 Builds each ``conf/env/<name>.yaml`` through ``make_env`` and plays one full
 episode per env with actions uniform in [-1, 1].
@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from workbench.envs import BatchedEnv, make_env
 
-CONF_ENV = Path(__file__).resolve().parents[2] / "conf" / "env"
+CONF_ENV = Path(__file__).resolve().parents[1] / "conf" / "env"
 
 
 def first_episode_returns(env: BatchedEnv, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ swings the pole up (Astrom & Furuta), then a discrete LQR, computed from a
 finite-difference linearisation of the env's own dynamics, balances it and centres
 the cart. A learned PPO policy should land between the two, close to the controller.
 
-    python -m workbench.envs.cartpole_reference
+    python -m bench.cartpole_reference
 """
 from __future__ import annotations
 
