@@ -36,7 +36,7 @@ from tempfile import TemporaryDirectory
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from workbench.sweep.fake.harness import env_for, open_study, sweep_cli_cmd, write_sweep  # noqa: E402
+from workbench.testing.fake_sweep.harness import env_for, open_study, sweep_cli_cmd, write_sweep  # noqa: E402
 
 TINY_REAL = ["env.num_envs=8", "agent.num_steps=16", "agent.batch_size=128", "agent.training_max_steps=128",
              "agent.evaluator.eval_metrics_every=1", "agent.evaluator.num_envs=2",

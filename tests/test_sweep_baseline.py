@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from workbench.sweep.baseline import baseline_params, enqueue_baseline
-from workbench.sweep.fake.harness import env_for, open_study, run, sweep_cli_cmd, worker_cmd, write_sweep
+from workbench.testing.fake_sweep.harness import env_for, open_study, run, sweep_cli_cmd, worker_cmd, write_sweep
 from workbench.sweep.space import parse_search_space
 from workbench.sweep.storage import StorageSpec, open_storage
 

@@ -9,7 +9,7 @@ import pytest
 from workbench.sweep.cli import _worker_launch
 from workbench.sweep.devices import DeviceError, check_available, parse_devices, worker_device
 from workbench.sweep.factory import ENV_WORKER
-from workbench.sweep.fake.harness import open_study, run, sweep_cli_cmd, write_sweep
+from workbench.testing.fake_sweep.harness import open_study, run, sweep_cli_cmd, write_sweep
 
 
 def test_worker_i_gets_device_i_mod_len_and_sees_only_its_gpu():

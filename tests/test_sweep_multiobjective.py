@@ -17,7 +17,7 @@ from optuna.trial import TrialState, create_trial
 
 from workbench import analysis
 from workbench.sweep.errors import SweepConfigError
-from workbench.sweep.fake.harness import REPO_ROOT, open_study, run, sweep_cli_cmd, write_sweep
+from workbench.testing.fake_sweep.harness import REPO_ROOT, open_study, run, sweep_cli_cmd, write_sweep
 from workbench.sweep.multiobjective import CostTracker, Objectives, check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.storage import StorageSpec, open_storage
@@ -118,7 +118,7 @@ def trial_setup(tmp_path: Path, monkeypatch):
 
 def scripted_training(returns: list[float], frames_per_iteration: int = 1000):
     """A training that logs the given evaluation returns, one per iteration."""
-    from workbench.sweep.fake import FakeTrainResult
+    from workbench.testing.fake_sweep import FakeTrainResult
 
     def run_training(cfg, output_dir, callbacks):
         callbacks.on_start({"wandb_run_id": "scripted", "output_dir": str(output_dir)})
@@ -154,7 +154,7 @@ def test_a_return_never_reached_costs_the_total_frames_plus_one(trial_setup):
 
 
 def test_wall_seconds_measure_the_training(trial_setup):
-    from workbench.sweep.fake import run_training
+    from workbench.testing.fake_sweep import run_training
 
     make, tmp_path = trial_setup
     study, trial, cfg = make(["maximize", "minimize"], fake={"iteration_seconds": 0.05})
@@ -169,7 +169,7 @@ def test_wall_seconds_measure_the_training(trial_setup):
 
 @pytest.mark.parametrize("multi", [False, True])
 def test_a_metric_the_training_never_logs_fails_the_trial_and_names_it(trial_setup, multi):
-    from workbench.sweep.fake import run_training
+    from workbench.testing.fake_sweep import run_training
 
     make, tmp_path = trial_setup
     directions = ["maximize", "minimize"] if multi else ["maximize"]
@@ -190,7 +190,7 @@ def test_the_final_evaluation_still_stands_in_for_an_unlogged_eval_return(trial_
     study, trial, cfg = make(["maximize"])
 
     def run_training(cfg, output_dir, callbacks):  # evaluates only at the end
-        from workbench.sweep.fake import FakeTrainResult
+        from workbench.testing.fake_sweep import FakeTrainResult
 
         callbacks.on_iteration(1, {"info/frames": 10.0})
         callbacks.on_end(None)

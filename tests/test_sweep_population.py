@@ -18,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from workbench.sweep.driver import budget_used
-from workbench.sweep.fake.harness import env_for, open_study, run, sweep_cli_cmd, worker_cmd, write_sweep
+from workbench.testing.fake_sweep.harness import env_for, open_study, run, sweep_cli_cmd, worker_cmd, write_sweep
 
 RANDOM_SEEDED = {"_target_": "optuna.samplers.RandomSampler", "seed": 7}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from workbench.sweep.factory import seed_sampler_for_worker, worker_seed
-from workbench.sweep.fake.harness import open_study, run, sweep_cli_cmd
+from workbench.testing.fake_sweep.harness import open_study, run, sweep_cli_cmd
 
 PORTED = """\
 # @package _global_

@@ -7,7 +7,7 @@ import pytest
 
 from pg_fixture import postgres_url  # noqa: F401  (the session fixture)
 from workbench.sweep.driver import budget_used
-from workbench.sweep.fake.harness import open_study, run, sweep_cli_cmd, write_sweep
+from workbench.testing.fake_sweep.harness import open_study, run, sweep_cli_cmd, write_sweep
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import yaml
 
 from workbench.sweep.driver import budget_used
 from workbench.tracking import read_run
-from workbench.sweep.fake.harness import env_for, open_study
+from workbench.testing.fake_sweep.harness import env_for, open_study
 
 pytestmark = pytest.mark.slow
 

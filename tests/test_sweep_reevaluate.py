@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from workbench.sweep.errors import SweepConfigError
-from workbench.sweep.fake.harness import open_study, run, sweep_cli_cmd, write_sweep
+from workbench.testing.fake_sweep.harness import open_study, run, sweep_cli_cmd, write_sweep
 from workbench.sweep.reevaluate import ReevalSettings, bootstrap_ci, config_stats, fresh_seeds
 
 
@@ -82,7 +82,7 @@ def test_end_of_sweep_reevaluation_is_stored_printed_and_rerun_on_demand(tmp_pat
     assert float(csv_rows[0]["search_value"]) == pytest.approx(study.trials[rows[0]["trial"]].value)
 
     again = run([sys.executable, "-m", "workbench.cli", "reevaluate", "re", "--top-k", "1", "--seeds", "2",
-                 "--app", "workbench.sweep.fake"], cwd=tmp_path)
+                 "--app", "workbench.testing.fake_sweep"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     rows = open_study(tmp_path, "re").user_attrs["reevaluation"]["rows"]
     assert [len(r["values"]) for r in rows] == [2, 2] and rows[1]["baseline"]

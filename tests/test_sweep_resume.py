@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from workbench.sweep import resume
-from workbench.sweep.fake import run_training
-from workbench.sweep.fake.harness import REPO_ROOT
+from workbench.testing.fake_sweep import run_training
+from workbench.testing.fake_sweep.harness import REPO_ROOT
 from workbench.sweep.storage import StorageSpec, open_storage
 from workbench.sweep.trial import run_trial
 

@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 import numpy as np
 
 from workbench.sweep.errors import SweepConfigError
-from workbench.sweep.fake import run_population, run_training
+from workbench.testing.fake_sweep import run_population, run_training
 from workbench.sweep.objective import ObjectiveSettings, aggregate, iqm
-from workbench.sweep.fake.harness import REPO_ROOT
+from workbench.testing.fake_sweep.harness import REPO_ROOT
 from workbench.sweep.storage import StorageSpec, open_storage
 from workbench.sweep.trial import run_trial
 

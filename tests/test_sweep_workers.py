@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from workbench.sweep.driver import budget_used
-from workbench.sweep.fake.harness import env_for, open_study, run, sweep_cli_cmd, worker_cmd, write_sweep
+from workbench.testing.fake_sweep.harness import env_for, open_study, run, sweep_cli_cmd, worker_cmd, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +163,7 @@ def test_bad_sweep_file_fails_before_any_trial(tmp_path: Path, sweeper: dict, me
 
 def test_preload_runs_once_per_worker_before_its_first_trial(tmp_path: Path):
     marker = tmp_path / "preloaded.txt"
-    write_sweep(tmp_path, "warm", {"n_trials": 4, "preload": ["workbench.sweep.fake.training:warm_up"]},
+    write_sweep(tmp_path, "warm", {"n_trials": 4, "preload": ["workbench.testing.fake_sweep.training:warm_up"]},
                 body={"fake": {"iteration_seconds": 0.02, "preload_marker": str(marker)}})
     done = run(sweep_cli_cmd(tmp_path, "warm", ["--workers", "2"]), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

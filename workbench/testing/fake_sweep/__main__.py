@@ -1,4 +1,4 @@
-"""``python -m workbench.sweep.fake [-m] [overrides]``: a Hydra app shaped like ``workbench train``
+"""``python -m workbench.testing.fake_sweep [-m] [overrides]``: a Hydra app shaped like ``workbench train``
 (same dispatch to ``run_trial`` when ``cfg.trial`` is set) around the fake training."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> object:
-    from workbench.sweep.fake.training import FakePopulationRun, run_population, run_training
+    from workbench.testing.fake_sweep.training import FakePopulationRun, run_population, run_training
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.get("trial"):

@@ -66,7 +66,7 @@ def env_for(storage: str | None = None) -> dict[str, str]:
 
 def worker_cmd(directory: Path, name: str, extra: Sequence[str] = ()) -> list[str]:
     """One worker of the fake app (what ``workbench sweep`` starts, minus the real training)."""
-    return [sys.executable, "-m", "workbench.sweep.fake", "-m", f"+sweep={name}",
+    return [sys.executable, "-m", "workbench.testing.fake_sweep", "-m", f"+sweep={name}",
             f"hydra.searchpath=[file://{directory}]", f"hydra.sweep.dir={directory}/multirun/{name}",
             "torch_threads=1", *extra]
 
@@ -74,7 +74,7 @@ def worker_cmd(directory: Path, name: str, extra: Sequence[str] = ()) -> list[st
 def sweep_cli_cmd(directory: Path, name: str, extra: Sequence[str] = ()) -> list[str]:
     """``workbench sweep`` on the fake app."""
     return [sys.executable, "-c", "import sys; from workbench.sweep.cli import sweep_main; "
-            "sys.exit(sweep_main(sys.argv[1:]))", name, "--app", "workbench.sweep.fake",
+            "sys.exit(sweep_main(sys.argv[1:]))", name, "--app", "workbench.testing.fake_sweep",
             f"hydra.searchpath=[file://{directory}]", *extra]
 
 
