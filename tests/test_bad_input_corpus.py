@@ -177,7 +177,7 @@ CHECKPOINTS = {
                         prepare=directory("ckdir")),
 }
 
-OPTIONS = "--workers, --n-trials, --storage"
+OPTIONS = "--workers, --n-trials, --population, --storage"
 SWEEP_ARGUMENTS = {
     "workers zero": Case(["sweep", "smoke", "--workers", "0"], ["--workers=0", "must be >= 1"]),
     "workers text": Case(["sweep", "smoke", "--workers", "abc"], ["'abc'", "invalid int value"]),

@@ -24,7 +24,7 @@ from workbench.sweep.storage import StorageSpec, open_storage
 from workbench.sweep.summary import pareto_front, summary_rows, summary_table
 from workbench.sweep.trial import run_trial
 
-FAKE_CONF = REPO_ROOT / "workbench" / "sweep" / "fake" / "conf"
+FAKE_CONF = REPO_ROOT / "workbench" / "testing" / "fake_sweep" / "conf"
 MO = {"direction": ["maximize", "minimize"],
       "objective": {"metrics": ["eval/episode_reward", "frames_to:-300"], "window": 2}}
 

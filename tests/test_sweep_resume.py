@@ -21,7 +21,7 @@ from workbench.testing.fake_sweep.harness import REPO_ROOT
 from workbench.sweep.storage import StorageSpec, open_storage
 from workbench.sweep.trial import run_trial
 
-FAKE_CONF = REPO_ROOT / "workbench" / "sweep" / "fake" / "conf"
+FAKE_CONF = REPO_ROOT / "workbench" / "testing" / "fake_sweep" / "conf"
 SWEEPER = {"objective": {"metric": "eval/episode_reward", "window": 3, "report_every": 1},
            "heartbeat": {"interval": 0.2, "max_retry": 2}}
 E_CLIP = 0.21

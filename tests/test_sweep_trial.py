@@ -17,7 +17,7 @@ from workbench.testing.fake_sweep.harness import REPO_ROOT
 from workbench.sweep.storage import StorageSpec, open_storage
 from workbench.sweep.trial import run_trial
 
-FAKE_CONF = REPO_ROOT / "workbench" / "sweep" / "fake" / "conf"
+FAKE_CONF = REPO_ROOT / "workbench" / "testing" / "fake_sweep" / "conf"
 
 
 @pytest.fixture
