@@ -249,3 +249,26 @@ def test_real_population_sweep_trials_are_runs_like_any_trial(tmp_path: Path):
     # the first evaluations agree; later ones drift apart by ~0.1-1 %: a batched matmul sums in
     # another order than a single run's, and RL amplifies such rounding differences
     assert member[:2] == pytest.approx(alone[:2], rel=1e-4)
+
+
+def test_the_sweeper_settles_what_a_dead_population_job_left_running(tmp_path: Path):
+    import optuna
+
+    from workbench.sweep.population_trials import TOKEN_ATTR, settle_population_job
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'settle.db'}", direction="maximize")
+    mine = [study.ask({"agent.e_clip": optuna.distributions.FloatDistribution(0.1, 0.3)}) for _ in range(3)]
+    other = study.ask()
+    for trial in mine:
+        trial.set_user_attr(TOKEN_ATTR, "job-a")
+    other.set_user_attr(TOKEN_ATTR, "job-b")
+    study.tell(mine[0], 1.0)  # the job recorded this one before it died
+    reserved = settle_population_job(study, "job-a", RuntimeError("submitit: job killed"), max_retry=1)
+    assert reserved == 3
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials[:4]] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL,
+                                             TrialState.RUNNING]
+    assert all(trials[n].user_attrs["fail_reason"] == "RuntimeError: submitit: job killed" for n in (1, 2))
+    retries = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == [1, 2]
+    assert [t.system_attrs["fixed_params"] for t in retries] == [trials[1].params, trials[2].params]
