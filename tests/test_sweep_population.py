@@ -177,6 +177,28 @@ def test_population_jobs_run_under_the_submitit_launcher(tmp_path: Path):
     assert all((Path(t.user_attrs["output_dir"]) / "fake_summary.json").exists() for t in trials)
 
 
+def test_a_preempted_population_job_s_trials_resume_as_retries(tmp_path: Path):
+    """submitit's time-limit signal at iteration 4 ends the job (exit 144, requeued): every member
+    writes its last.ckpt, its trial fails and is retried, and the retry resumes from there."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    write_sweep(tmp_path, "cut", {"n_trials": 3, "pruner": None, "population": 2}, iterations=8,
+                iteration_seconds=0.05)
+    cmd = worker_cmd(tmp_path, "cut", ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                                       "fake.signal_at_iteration=4"])
+    done = run(cmd, cwd=tmp_path, timeout=400)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    trials = open_study(tmp_path, "cut").get_trials(deepcopy=False)
+    assert budget_used(trials) == 3
+    cut = [t for t in trials if t.state == TrialState.FAIL]
+    assert cut and all(t.user_attrs["fail_reason"] == "SystemExit: 144" for t in cut)
+    for t in cut:
+        (retry,) = [r for r in trials if r.user_attrs.get("retry_of") == t.number]
+        assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from"]["trial"] == t.number
+        ran = [int(it) for it in (Path(retry.user_attrs["output_dir"]) / "fake_iterations.log").read_text().split()[1::2]]
+        assert ran[0] >= 4 and ran[-1] == 8  # only what the checkpoint lacked
+        assert sorted(retry.intermediate_values) == list(range(1, 9))
+
+
 def test_a_structural_param_is_refused_before_any_trial(tmp_path: Path):
     write_sweep(tmp_path, "shape", {"n_trials": 4})
     done = run(sweep_cli_cmd(tmp_path, "shape", ["--population", "2", "agent.batch_size=choice(128, 256)"]),
