@@ -83,12 +83,18 @@ def reference(study: optuna.Study, tmp_path: Path) -> optuna.trial.FrozenTrial:
     return study.trials[trial.number]
 
 
+def interrupted(study, directory: Path, at: int):
+    """A trial (the first of its line, or the WAITING retry of one) interrupted at iteration ``at``."""
+    trial = ask(study)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(fake_cfg(study, trial), directory, interrupt_at(at), SWEEPER)
+    return trial
+
+
 def test_a_retry_resumes_from_the_interrupted_trials_checkpoint(study, tmp_path: Path):
     ref = reference(study, tmp_path)
     study.enqueue_trial({"agent.e_clip": E_CLIP})
-    first = ask(study)
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(fake_cfg(study, first), tmp_path / "first", interrupt_at(7), SWEEPER)
+    first = interrupted(study, tmp_path / "first", 7)
     assert study.trials[first.number].state == TrialState.FAIL
     retry = ask(study)  # the WAITING retry that the interrupt enqueued
     assert study.trials[retry.number].user_attrs["retry_of"] == first.number
@@ -112,12 +118,8 @@ def test_a_retry_resumes_from_the_interrupted_trials_checkpoint(study, tmp_path:
 def test_a_retry_of_a_retry_resumes_from_the_newest_checkpoint(study, tmp_path: Path):
     ref = reference(study, tmp_path)
     study.enqueue_trial({"agent.e_clip": E_CLIP})
-    first = ask(study)
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(fake_cfg(study, first), tmp_path / "a", interrupt_at(4), SWEEPER)
-    second = ask(study)
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(fake_cfg(study, second), tmp_path / "b", interrupt_at(9), SWEEPER)
+    first = interrupted(study, tmp_path / "a", 4)
+    second = interrupted(study, tmp_path / "b", 9)
     third = ask(study)
     assert study.trials[third.number].user_attrs["retry_of"] == second.number
     run_trial(fake_cfg(study, third), tmp_path / "c", run_training, SWEEPER)
