@@ -175,7 +175,8 @@ class WorkbenchOptunaSweeper(Sweeper):
         study.set_user_attr("objective_metrics", list(objectives.metrics))  # the report's axis labels
         study.set_user_attr(SEARCH_SPACE_ATTR, scrub_secrets({k: str(v) for k, v in params.items()}))
         # a population job samples its trials itself, from these
-        study.set_user_attr(CONDITIONS_ATTR, dict(OmegaConf.to_container(conf.get("conditions") or {}, resolve=True)))
+        conditions = conf.get("conditions")
+        study.set_user_attr(CONDITIONS_ATTR, OmegaConf.to_container(conditions, resolve=True) if conditions else {})
         study.set_user_attr("n_trials", n_trials)  # `workbench sweep` judges its exit code by it
         study.set_user_attr("reevaluate", settings_dict(reeval))
         study.set_user_attr("invocation", self._invocation(arguments))  # what `workbench reevaluate` reruns
