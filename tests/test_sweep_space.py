@@ -1,6 +1,7 @@
 """Search-space grammar, conditions, storage resolution and budget counting (no processes)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -192,6 +193,30 @@ def test_objective_is_mean_of_last_window():
     assert tracker.value == 3.0 and tracker.metric_used == "eval/r"
     with pytest.raises(SweepConfigError):
         ObjectiveSettings.from_config({"window": 0})
+
+
+def test_the_sweeper_schema_is_made_of_the_settings_classes():
+    """hydra.sweeper.objective/heartbeat/reevaluate are typed by the classes the sweep code reads:
+    a value from a sweep file is checked by them and arrives in them, with no second declaration."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    from hydra_plugins.workbench_optuna_sweeper.config import WorkbenchOptunaSweeperConf
+    from workbench.sweep.heartbeat import HeartbeatSettings
+    from workbench.sweep.reevaluate import ReevalSettings
+
+    schema = OmegaConf.structured(WorkbenchOptunaSweeperConf)
+    conf = OmegaConf.merge(schema, {"objective": {"seeds": [3, 4], "window": 5, "metrics": ["a", "b"]},
+                                    "heartbeat": {"interval": 2}, "reevaluate": {"top_k": 2}})
+    for key, cls in (("objective", ObjectiveSettings), ("heartbeat", HeartbeatSettings), ("reevaluate", ReevalSettings)):
+        assert OmegaConf.get_type(conf, key) is cls
+        assert OmegaConf.to_container(schema[key]) == dataclasses.asdict(cls())  # the defaults are the class's
+    objective = ObjectiveSettings.from_config(OmegaConf.to_container(conf.objective))
+    assert (objective.seeds, objective.window, objective.metrics) == ((3, 4), 5, ["a", "b"])
+    assert HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat)) == HeartbeatSettings(interval=2.0)
+    assert ReevalSettings.from_config(OmegaConf.to_container(conf.reevaluate)).top_k == 2
+    with pytest.raises(ValidationError):
+        OmegaConf.merge(schema, {"objective": {"seeds": ["x"]}})
 
 
 def _driver(n_trials: int, grace: float = 60.0):

@@ -29,11 +29,11 @@ from workbench.sweep.baseline import enqueue_baseline
 from workbench.sweep.reevaluate import (BUDGET_KEYS, DEFAULT_TOP_K, REEVAL_ATTR, ReevalSettings, build_record,
                                         fresh_seeds, pick_configs, reeval_table, settings_dict,
                                         write_reeval_csv)
-from workbench.sweep.driver import HeartbeatSettings, StudyDriver
+from workbench.sweep.driver import StudyDriver
 from workbench.sweep.errors import StorageError, SweepConfigError
 from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
                                      seed_sampler_for_worker)
-from workbench.sweep.heartbeat import Heartbeat
+from workbench.sweep.heartbeat import Heartbeat, HeartbeatSettings
 from workbench.sweep.multiobjective import check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.population_trials import (CONDITIONS_ATTR, SEARCH_SPACE_ATTR, check_population_sweep,
