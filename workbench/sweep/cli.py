@@ -25,7 +25,7 @@ from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.files import check_sweep_file, find_sweep_file, sweep_dirs
 from workbench.sweep.space import format_value
 from workbench.sweep.storage import ENV_STORAGE, check_storage, load_study, resolve_storage
-from workbench.sweep.summary import ENV_STARTED, progress_line, summary_table, write_csv
+from workbench.sweep.summary import ENV_STARTED, progress_line, summary_csv_path, summary_table, write_csv
 from workbench.tracking.secrets import scrub_text
 
 PROG = "workbench sweep"
@@ -75,13 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def worker_sweep_dir(study: str) -> str:
+    """The workers' ``hydra.sweep.dir`` (relative to the directory the sweep runs in): trials write
+    ``<it>/<trial number>/``; the summary CSV goes there when the storage is a database server."""
+    return f"multirun/{study}"
+
+
 def worker_command(app: str, name: str, args: argparse.Namespace, extra: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", app]
     if app == "workbench.cli":
         cmd.append("train")
     study = args.study_name or name
     cmd += ["-m", f"+sweep={name}", "torch_threads=1", f"hydra.sweeper.study_name={format_value(study)}",
-            f"hydra.sweep.dir={format_value(f'multirun/{study}')}", "hydra.sweeper.print_summary=false",
+            f"hydra.sweep.dir={format_value(worker_sweep_dir(study))}", "hydra.sweeper.print_summary=false",
             "hydra.sweeper.summary_csv=false"]
     if args.n_trials is not None:
         cmd.append(f"hydra.sweeper.n_trials={args.n_trials}")
@@ -236,8 +242,7 @@ def sweep_main(argv: list[str]) -> int:
         subprocess.run(cmd + ["hydra.sweeper.reevaluate_only=true", f"torch_threads={args.workers}"], env=env)
     # the sweep's last status line, once (the workers leave it to this summary)
     print(summary_table(study, args.n_trials or study.user_attrs.get("n_trials"), started=started))
-    path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)
-                     / f"{study_name}.summary.csv")
+    path = write_csv(study, summary_csv_path(spec.path, study_name, worker_sweep_dir(study_name), Path.cwd()))
     print(f"summary written to {path}")
     return sweep_exit_code(study, args.n_trials, codes)
 
