@@ -1,4 +1,5 @@
-"""The PPO agent's behaviour (ppo-spec sections 3, 6 and 10) on tiny envs and networks.
+"""The PPO agent's behaviour (docs/agent.md, "The algorithm, step by step"; README, "Where the workbench
+differs from the reference") on tiny envs and networks.
 
 Each test instruments the real agent (wrapping ``optimization_step`` or calling its parts)
 and compares with an independent computation: plain loops, numpy, torch.distributions.
