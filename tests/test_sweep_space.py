@@ -168,20 +168,20 @@ def test_summary_csv_sits_beside_a_storage_file_else_in_the_workers_sweep_dir(tm
     from omegaconf import OmegaConf
 
     from hydra_plugins.workbench_optuna_sweeper.sweeper import _summary_path
-    from workbench.sweep.cli import worker_sweep_dir
+    from workbench.sweep.cli import study_sweep_dir
     from workbench.sweep.summary import summary_csv_path
 
     monkeypatch.delenv("WORKBENCH_SWEEP_STORAGE", raising=False)
-    hydra = OmegaConf.create({"hydra": {"sweep": {"dir": worker_sweep_dir("s1")}, "runtime": {"cwd": str(tmp_path)}}})
+    hydra = OmegaConf.create({"hydra": {"sweep": {"dir": study_sweep_dir("s1")}, "runtime": {"cwd": str(tmp_path)}}})
     journal = resolve_storage(None, "s1", tmp_path)
     server = resolve_storage("postgresql+psycopg://bob@127.0.0.1:5432/optuna", "s1", tmp_path)
     sqlite = resolve_storage(f"sqlite:///{tmp_path}/db/s.db", "s1", tmp_path)
-    assert summary_csv_path(journal.path, "s1", worker_sweep_dir("s1"), tmp_path) == tmp_path / "sweeps_db" / "s1.summary.csv"
-    assert summary_csv_path(sqlite.path, "s1", worker_sweep_dir("s1"), tmp_path) == tmp_path / "db" / "s1.summary.csv"
-    assert summary_csv_path(server.path, "s1", worker_sweep_dir("s1"), tmp_path) == tmp_path / "multirun" / "s1" / "s1.summary.csv"
+    assert summary_csv_path(journal.path, "s1", study_sweep_dir("s1"), tmp_path) == tmp_path / "sweeps_db" / "s1.summary.csv"
+    assert summary_csv_path(sqlite.path, "s1", study_sweep_dir("s1"), tmp_path) == tmp_path / "db" / "s1.summary.csv"
+    assert summary_csv_path(server.path, "s1", study_sweep_dir("s1"), tmp_path) == tmp_path / "multirun" / "s1" / "s1.summary.csv"
     assert summary_csv_path(None, "s1", tmp_path / "abs", Path("/elsewhere")) == tmp_path / "abs" / "s1.summary.csv"
     for spec in (journal, server, sqlite):
-        assert _summary_path(spec, "s1", hydra) == summary_csv_path(spec.path, "s1", worker_sweep_dir("s1"), tmp_path)
+        assert _summary_path(spec, "s1", hydra) == summary_csv_path(spec.path, "s1", study_sweep_dir("s1"), tmp_path)
 
 
 def _trial(number, state, **attrs):

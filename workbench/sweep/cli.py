@@ -75,9 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def worker_sweep_dir(study: str) -> str:
-    """The workers' ``hydra.sweep.dir`` (relative to the directory the sweep runs in): trials write
-    ``<it>/<trial number>/``; the summary CSV goes there when the storage is a database server."""
+def study_sweep_dir(study: str) -> str:
+    """The ``hydra.sweep.dir`` of a study's jobs under ``workbench sweep`` and ``workbench reevaluate``
+    (relative to the directory they run in): trials write ``<it>/<trial number>/``; the summary and
+    re-evaluation CSVs go there when the storage is a database server."""
     return f"multirun/{study}"
 
 
@@ -87,7 +88,7 @@ def worker_command(app: str, name: str, args: argparse.Namespace, extra: list[st
         cmd.append("train")
     study = args.study_name or name
     cmd += ["-m", f"+sweep={name}", "torch_threads=1", f"hydra.sweeper.study_name={format_value(study)}",
-            f"hydra.sweep.dir={format_value(worker_sweep_dir(study))}", "hydra.sweeper.print_summary=false",
+            f"hydra.sweep.dir={format_value(study_sweep_dir(study))}", "hydra.sweeper.print_summary=false",
             "hydra.sweeper.summary_csv=false"]
     if args.n_trials is not None:
         cmd.append(f"hydra.sweeper.n_trials={args.n_trials}")
@@ -242,7 +243,7 @@ def sweep_main(argv: list[str]) -> int:
         subprocess.run(cmd + ["hydra.sweeper.reevaluate_only=true", f"torch_threads={args.workers}"], env=env)
     # the sweep's last status line, once (the workers leave it to this summary)
     print(summary_table(study, args.n_trials or study.user_attrs.get("n_trials"), started=started))
-    path = write_csv(study, summary_csv_path(spec.path, study_name, worker_sweep_dir(study_name), Path.cwd()))
+    path = write_csv(study, summary_csv_path(spec.path, study_name, study_sweep_dir(study_name), Path.cwd()))
     print(f"summary written to {path}")
     return sweep_exit_code(study, args.n_trials, codes)
 
@@ -290,7 +291,7 @@ def reevaluate_main(argv: list[str]) -> int:
                      "rerun it with `workbench train -m +sweep=<name> hydra.sweeper.reevaluate_only=true`")
     cmd = [sys.executable, "-m", args.app] + (["train"] if args.app == "workbench.cli" else [])
     cmd += ["-m", *invocation, f"hydra.sweeper.study_name={format_value(args.study)}",
-            f"hydra.sweep.dir={format_value(f'multirun/{args.study}')}", "hydra.sweeper.reevaluate_only=true"]
+            f"hydra.sweep.dir={format_value(study_sweep_dir(args.study))}", "hydra.sweeper.reevaluate_only=true"]
     for key, value in (("top_k", args.top_k), ("seeds", args.seeds), ("budget", args.budget)):
         if value is not None:
             cmd.append(f"hydra.sweeper.reevaluate.{key}={value}")
