@@ -58,7 +58,7 @@ class L2C2Config:
     clean observations, lambda_l2c2 * out_dist / (in_dist + 1e-8), added to the actor loss."""
     enabled: bool = False
     lambda_l2c2: float = 0.1  # the penalty's weight
-    obs_pairs: Dict[str, str] = field(default_factory=dict)  # noisy key -> clean key
+    obs_pairs: Dict[str, str] = field(default_factory=dict)  # noisy key -> clean key (an actor input's pair counts)
 
 
 @dataclass
