@@ -1,4 +1,5 @@
-"""The PPO agent's behaviour (ppo-spec sections 3, 6 and 10) on tiny envs and networks.
+"""The PPO agent's behaviour (docs/agent.md, "The algorithm, step by step"; README, "Where the workbench
+differs from the reference") on tiny envs and networks.
 
 Each test instruments the real agent (wrapping ``optimization_step`` or calling its parts)
 and compares with an independent computation: plain loops, numpy, torch.distributions.
@@ -322,7 +323,7 @@ def test_minibatch_count_and_every_sample_once_per_mini_epoch():
 
 
 def test_max_epochs_from_steps_and_from_iterations():
-    # the spec's example: steps 301, 5 envs, num_steps 3 -> 301 // 5 // 3 = 20
+    # the reference's example: steps 301, 5 envs, num_steps 3 -> 301 // 5 // 3 = 20
     agent = make_agent(num_envs=5, num_steps=3, batch_size=5, training_max_steps=301)
     assert agent.max_epochs == 20
     agent = make_agent(num_envs=5, num_steps=3, batch_size=5, training_max_steps=301, training_max_iterations=7)

@@ -1,4 +1,4 @@
-"""PPO's formulas, each checked against an independent computation (ppo-spec sections 2 and 3).
+"""PPO's formulas, each checked against an independent computation (docs/agent.md, "The algorithm, step by step").
 
 References used here: torch.distributions, plain Python loops over floats, numpy, and
 small hand-worked examples. No expected value is taken from running the code under test.

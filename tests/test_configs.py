@@ -1,7 +1,8 @@
-"""The configuration surface (ppo-spec section 1): every field and default, written out from the spec.
+"""The configuration surface: every field and default of ProtoMotions' agent dataclasses (NVlabs/ProtoMotions
+at 607ca7a), written out in the tables below ("the spec").
 
 A user who knows ProtoMotions must find every knob where they expect it, with the same
-default. The expected tables below are copied from the spec, not from the code.
+default. The expected tables are copied from the reference's dataclasses, not from the code.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def resolve(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-# ---------------------------------------------------------------- 1.1 BaseAgentConfig
+# ---------------------------------------------------------------- BaseAgentConfig
 BASE_AGENT = {
     "batch_size": REQUIRED,
     "training_max_steps": REQUIRED,
@@ -93,7 +94,7 @@ def test_base_agent_config():
     assert BaseAgentConfig._target_.endswith("BaseAgent")
 
 
-# ---------------------------------------------------------------- 1.6 PPOAgentConfig
+# ---------------------------------------------------------------- PPOAgentConfig
 PPO_AGENT = {
     **{k: v for k, v in BASE_AGENT.items() if k not in ("_target_", "model")},
     "_target_": ANY,
@@ -136,7 +137,7 @@ def test_ppo_agent_config_is_a_hydra_structured_config():
     cfg.training_max_iterations = 3
 
 
-# ---------------------------------------------------------------- 1.2 optimizers and the base model
+# ---------------------------------------------------------------- optimizers and the base model
 def test_optimizer_config():
     check_table(OptimizerConfig, {"_target_": "torch.optim.Adam", "lr": 1e-4, "weight_decay": 0.0, "eps": 1e-8,
                                   "betas": (0.9, 0.999)})
@@ -171,7 +172,7 @@ def test_base_model_config():
     check_table(BaseModelConfig, {"_target_": ANY, "in_keys": [], "out_keys": []})
 
 
-# ---------------------------------------------------------------- 1.3 - 1.5 PPO model configs
+# ---------------------------------------------------------------- PPO model configs
 def test_ppo_actor_config():
     check_table(PPOActorConfig, {"mu_key": REQUIRED, "in_keys": [], "out_keys": ["action", "mean_action", "neglogp"],
                                  "_target_": ANY, "mu_model": ModuleContainerConfig(), "num_out": None,
@@ -207,7 +208,7 @@ def test_defaults_are_not_shared_between_instances():
     assert b.model.out_keys == ["action", "mean_action", "neglogp", "value"] and b.model.actor.in_keys == []
 
 
-# ---------------------------------------------------------------- 1.7 module configs
+# ---------------------------------------------------------------- module configs
 def test_norm_obs_base_config():
     check_table(NormObsBaseConfig, {"normalize_obs": False, "norm_clamp_value": 5.0, "norm_ema_decay": 0.999})
 
@@ -237,7 +238,7 @@ def test_module_container_and_obs_processor_configs():
     assert ObsProcessorConfig().module_operations == [] and ObsProcessorConfig().out_keys == []
 
 
-# ---------------------------------------------------------------- 6 evaluator and episode-length manager
+# ---------------------------------------------------------------- evaluator and episode-length manager
 def test_evaluator_config():
     # num_envs is a workbench addition (the evaluator runs on an env of its own)
     check_table(EvaluatorConfig, {"_target_": ANY, "evaluation_components": {}, "max_eval_steps": 600,

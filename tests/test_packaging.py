@@ -4,6 +4,7 @@ isolation and unpacked (what `pip install .` puts in site-packages); the depende
 from this interpreter's environment."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def installed(tmp_path_factory) -> Path:
         names = archive.namelist()
         archive.extractall(site)
     assert "workbench/conf/config.yaml" in names and "workbench/conf/sweep/smoke.yaml" in names
+    assert "workbench/conf/network/tanh_64x64.yaml" in names and "workbench/conf/search_space/ppo_knobs.yaml" in names
     assert "workbench/py.typed" in names
     return site
 
@@ -73,3 +75,21 @@ def test_installed_workbench_sweeps_packaged_and_user_sweep_files(installed: Pat
                           "agent.evaluator.eval_metrics_every=2", "hydra.sweeper.objective.report_every=2")
     assert smoke.returncode == 0, smoke.stderr[-3000:]
     assert (tmp_path / "sweeps_db" / "smoke.summary.csv").is_file()
+
+
+def test_installed_configs_compose_as_the_snapshots(installed: Path, tmp_path: Path):
+    """The wheel's copy of conf/ (its sweep link followed, the network and search-space groups
+    with it) composes every case of tests/composed_configs.py to its snapshot."""
+    script = ("import json, sys; sys.path.append(sys.argv[1])\n"
+              "from composed_configs import CASES, composed_text\n"
+              "from workbench.packaged import CONF_DIR\n"
+              "print(json.dumps({'conf': CONF_DIR, 'cases': {n: composed_text(CONF_DIR, o) for n, o in CASES.items()}}))")
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    done = subprocess.run([sys.executable, "-c", script, str(REPO / "tests")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["conf"].startswith(str(installed))
+    snapshots = REPO / "tests" / "data" / "composed"
+    for name, text in out["cases"].items():
+        assert text == (snapshots / f"{name}.yaml").read_text(), name

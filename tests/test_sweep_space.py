@@ -1,6 +1,7 @@
 """Search-space grammar, conditions, storage resolution and budget counting (no processes)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -162,6 +163,27 @@ def test_storage_resolution_and_redaction(tmp_path: Path, monkeypatch):
     assert redact("sqlite:///a/b.db") == "sqlite:///a/b.db"
 
 
+def test_summary_csv_sits_beside_a_storage_file_else_in_the_workers_sweep_dir(tmp_path: Path, monkeypatch):
+    """One rule, read by the sweeper (from its Hydra config) and by `workbench sweep` (its workers' dir)."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.workbench_optuna_sweeper.sweeper import _summary_path
+    from workbench.sweep.cli import study_sweep_dir
+    from workbench.sweep.summary import summary_csv_path
+
+    monkeypatch.delenv("WORKBENCH_SWEEP_STORAGE", raising=False)
+    hydra = OmegaConf.create({"hydra": {"sweep": {"dir": study_sweep_dir("s1")}, "runtime": {"cwd": str(tmp_path)}}})
+    journal = resolve_storage(None, "s1", tmp_path)
+    server = resolve_storage("postgresql+psycopg://bob@127.0.0.1:5432/optuna", "s1", tmp_path)
+    sqlite = resolve_storage(f"sqlite:///{tmp_path}/db/s.db", "s1", tmp_path)
+    assert summary_csv_path(journal.path, "s1", study_sweep_dir("s1"), tmp_path) == tmp_path / "sweeps_db" / "s1.summary.csv"
+    assert summary_csv_path(sqlite.path, "s1", study_sweep_dir("s1"), tmp_path) == tmp_path / "db" / "s1.summary.csv"
+    assert summary_csv_path(server.path, "s1", study_sweep_dir("s1"), tmp_path) == tmp_path / "multirun" / "s1" / "s1.summary.csv"
+    assert summary_csv_path(None, "s1", tmp_path / "abs", Path("/elsewhere")) == tmp_path / "abs" / "s1.summary.csv"
+    for spec in (journal, server, sqlite):
+        assert _summary_path(spec, "s1", hydra) == summary_csv_path(spec.path, "s1", study_sweep_dir("s1"), tmp_path)
+
+
 def _trial(number, state, **attrs):
     t = create_trial(state=state, value=1.0 if state == TrialState.COMPLETE else None, user_attrs=attrs)
     t.number = number
@@ -192,6 +214,30 @@ def test_objective_is_mean_of_last_window():
     assert tracker.value == 3.0 and tracker.metric_used == "eval/r"
     with pytest.raises(SweepConfigError):
         ObjectiveSettings.from_config({"window": 0})
+
+
+def test_the_sweeper_schema_is_made_of_the_settings_classes():
+    """hydra.sweeper.objective/heartbeat/reevaluate are typed by the classes the sweep code reads:
+    a value from a sweep file is checked by them and arrives in them, with no second declaration."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    from hydra_plugins.workbench_optuna_sweeper.config import WorkbenchOptunaSweeperConf
+    from workbench.sweep.heartbeat import HeartbeatSettings
+    from workbench.sweep.reevaluate import ReevalSettings
+
+    schema = OmegaConf.structured(WorkbenchOptunaSweeperConf)
+    conf = OmegaConf.merge(schema, {"objective": {"seeds": [3, 4], "window": 5, "metrics": ["a", "b"]},
+                                    "heartbeat": {"interval": 2}, "reevaluate": {"top_k": 2}})
+    for key, cls in (("objective", ObjectiveSettings), ("heartbeat", HeartbeatSettings), ("reevaluate", ReevalSettings)):
+        assert OmegaConf.get_type(conf, key) is cls
+        assert OmegaConf.to_container(schema[key]) == dataclasses.asdict(cls())  # the defaults are the class's
+    objective = ObjectiveSettings.from_config(OmegaConf.to_container(conf.objective))
+    assert (objective.seeds, objective.window, objective.metrics) == ((3, 4), 5, ["a", "b"])
+    assert HeartbeatSettings(**OmegaConf.to_container(conf.heartbeat)) == HeartbeatSettings(interval=2.0)
+    assert ReevalSettings.from_config(OmegaConf.to_container(conf.reevaluate)).top_k == 2
+    with pytest.raises(ValidationError):
+        OmegaConf.merge(schema, {"objective": {"seeds": ["x"]}})
 
 
 def _driver(n_trials: int, grace: float = 60.0):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import json
+import math
 import logging
 import os
 import random
@@ -166,14 +167,26 @@ def test_round_trip_every_value(tmp_path):
     assert_history_equals(run.history, rows)
 
     evals = [r["eval/episode_reward"] for r in rows if "eval/episode_reward" in r]
-    assert run.summary["eval/episode_reward_final"] == evals[-1]
     assert run.summary["eval/episode_reward_best"] == max(evals)
     assert run.summary["eval/episode_reward"] == evals[-1]
+    assert "eval/episode_reward_final" not in run.summary  # the last value has one key, its own
     assert run.summary["info/frames"] == rows[-1]["info/frames"]
     assert run.summary["trial/number"] == 7
     assert 0 < run.summary["wall_time_s"] < 600
     # The same run read via its directory and via its file.
     assert read_run(run.run_dir).run_id == read_run(run.path).run_id == run.run_id
+
+
+def test_final_summary_writes_each_value_once_and_skips_a_last_nan(tmp_path):
+    tracker = Tracker.start(make_config(), LoggerConfig(mode="disabled"), tmp_path / "out")
+    for frames, train_return, eval_return in ((64.0, -5.0, -9.0), (128.0, -2.0, -4.0), (192.0, math.nan, -6.0)):
+        tracker.log({"info/frames": frames, "info/episode_reward": train_return, "eval/episode_reward": eval_return})
+    summary = tracker.final_summary()
+    assert set(summary) == {"wall_time_s", "info/frames", "eval/episode_reward", "eval/episode_reward_best",
+                            "info/episode_reward", "info/episode_reward_best"}
+    assert (summary["eval/episode_reward"], summary["eval/episode_reward_best"]) == (-6.0, -4.0)
+    assert (summary["info/episode_reward"], summary["info/episode_reward_best"]) == (-2.0, -2.0)  # the NaN skipped
+    assert summary["info/frames"] == 192.0
 
 
 def test_step_metric_defined_for_all_keys(tmp_path):

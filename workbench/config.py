@@ -33,18 +33,20 @@ class PopulationConfig:
     overrides (a mapping of dotted config keys to values, one per member; a population file in
     ``conf/population/`` holds them), which may change only the knobs listed in
     ``workbench.agents.ppo.population.PER_MEMBER`` and ``seed``. Nothing set: a single run."""
-    seeds: Optional[List[int]] = None
-    size: Optional[int] = None
-    members: List[Any] = field(default_factory=list)
+    seeds: Optional[List[int]] = None  # one member per seed
+    size: Optional[int] = None  # members seed .. seed + size - 1
+    members: List[Any] = field(default_factory=list)  # per-member overrides, {dotted key: value} each
     name: Optional[str] = None  # the members' W&B group; default: the run directory's name
 
 
 @dataclass
 class WorkbenchConfig:
-    agent: PPOAgentConfig = field(default_factory=PPOAgentConfig)
-    env: Any = MISSING  # a config group: _target_ (env class) and its constructor kwargs
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    seed: int = 0
+    agent: PPOAgentConfig = field(default_factory=PPOAgentConfig)  # conf/agent/ppo.yaml, then conf/tuning/<env>.yaml
+    # a config group (conf/env/): _target_ (the env class) and its constructor's keyword arguments, e.g.
+    # num_envs (envs stepped side by side) and max_episode_length; checked against the signature
+    env: Any = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # W&B
+    seed: int = 0  # seeds the weights, action noise, minibatch order and envs (a population's members: see population)
     device: str = "cpu"  # cpu | cuda | auto
     # 1 by default: with more threads than free cores (a shared machine, sweep workers) torch's OpenMP
     # threads wait on each other and a run slows 10-30x; one thread cannot collapse like that, and

@@ -1,8 +1,8 @@
 """The names of the logged metrics, declared once.
 
 The agent writes them, the tracker and W&B store them, the sweep objective and the analysis
-code read them: all of them import the names from here. The key strings are a contract
-(docs/tracking.md, ../shared/docs/architecture.md): change them only through an issue.
+code read them: all of them import the names from here. The key strings are a contract (listed
+in docs/tracking.md; sweep files, W&B dashboards and reports name them): change them only through an issue.
 """
 from __future__ import annotations
 

@@ -7,38 +7,10 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-
-@dataclass
-class ObjectiveConf:
-    metric: str = "eval/episode_reward"  # logged metric the objective is made of
-    # multi-objective: one entry per direction, e.g. [eval/episode_reward, time/wall_seconds]
-    # or [eval/episode_reward, "frames_to:-300"] (workbench/sweep/multiobjective.py); replaces `metric`
-    metrics: Optional[List[str]] = None
-    window: int = 3  # objective = mean of the metric's last `window` values
-    fallback_metric: Optional[str] = None  # used only while `metric` has not appeared yet
-    report_every: int = 1  # trial.report every K training iterations (step = iteration)
-    # each trial trains these seeds side by side, as members of one population; its value is
-    # their `aggregate` (mean | median | iqm). The Wilcoxon pruner gets per-seed values (step = seed index)
-    seeds: Optional[List[int]] = None
-    aggregate: str = "mean"
-
-
-@dataclass
-class HeartbeatConf:
-    interval: float = 10.0  # seconds between heartbeats of a running trial
-    grace_period: float = 60.0  # a running trial silent this long is failed and retried
-    max_retry: int = 1  # retries per original trial after a kill or an interrupt
-
-
-@dataclass
-class ReevaluateConf:
-    # when the budget is spent (and `workbench reevaluate <study>`): the top_k configs (0 = off) and
-    # the defaults, each on `seeds` fresh seeds, at `budget` frames (null: the config's own
-    # agent.training_max_steps, not the sweep's shortened one), as one population
-    top_k: int = 0
-    seeds: int = 5
-    budget: Optional[int] = None
-    baseline: bool = True
+# The nested nodes are the settings classes the sweep code reads, declared once there.
+from workbench.sweep.heartbeat import HeartbeatSettings
+from workbench.sweep.objective import ObjectiveSettings
+from workbench.sweep.reevaluate import ReevalSettings
 
 
 @dataclass
@@ -63,8 +35,8 @@ class WorkbenchOptunaSweeperConf:
     population: int = 1
     params: Dict[str, Any] = field(default_factory=dict)
     conditions: Dict[str, str] = field(default_factory=dict)
-    objective: ObjectiveConf = field(default_factory=ObjectiveConf)
-    heartbeat: HeartbeatConf = field(default_factory=HeartbeatConf)
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     wait_for_running: bool = True  # at the end, wait for (and reap) other workers' trials
     # dotted path of a function(cfg) that raises on an invalid job config (e.g.
     # workbench.config.validate): applied before any trial to jobs at the search space's ends and every choice
@@ -75,7 +47,7 @@ class WorkbenchOptunaSweeperConf:
     preload: List[str] = field(default_factory=lambda: ["workbench.train:warm_up"])
     # a new study first runs the untuned defaults, user_attrs["baseline"] = True (workbench/sweep/baseline.py)
     baseline: bool = True
-    reevaluate: ReevaluateConf = field(default_factory=ReevaluateConf)
+    reevaluate: ReevalSettings = field(default_factory=ReevalSettings)
     reevaluate_only: bool = False  # open the study and re-evaluate it now (`workbench reevaluate`)
     dry_run: bool = False  # validate the sweep and create the study, run nothing
     print_summary: bool = True  # the summary table at the end (`workbench sweep` prints it once)

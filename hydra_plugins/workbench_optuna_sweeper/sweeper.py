@@ -29,11 +29,11 @@ from workbench.sweep.baseline import enqueue_baseline
 from workbench.sweep.reevaluate import (BUDGET_KEYS, DEFAULT_TOP_K, REEVAL_ATTR, ReevalSettings, build_record,
                                         fresh_seeds, pick_configs, reeval_table, settings_dict,
                                         write_reeval_csv)
-from workbench.sweep.driver import HeartbeatSettings, StudyDriver
+from workbench.sweep.driver import StudyDriver
 from workbench.sweep.errors import StorageError, SweepConfigError
 from workbench.sweep.factory import (ENV_WORKER, check_pruner, check_sampler, make_pruner, make_sampler,
                                      seed_sampler_for_worker)
-from workbench.sweep.heartbeat import Heartbeat
+from workbench.sweep.heartbeat import Heartbeat, HeartbeatSettings
 from workbench.sweep.multiobjective import check_multi_objective, parse_objectives
 from workbench.sweep.objective import ObjectiveSettings
 from workbench.sweep.population_trials import (CONDITIONS_ATTR, SEARCH_SPACE_ATTR, check_population_sweep,
@@ -42,7 +42,7 @@ from workbench.sweep.slurm import quiet_sacct
 from workbench.sweep.space import SearchSpace, format_value, parse_search_space
 from workbench.sweep.storage import (ENV_STORAGE, StorageSpec, budget_lock, check_storage, open_storage,
                                      resolve_storage)
-from workbench.sweep.summary import progress_line, summary_table, write_csv
+from workbench.sweep.summary import progress_line, summary_csv_path, summary_table, write_csv
 from workbench.tracking.secrets import scrub_secrets, scrub_text
 
 log = logging.getLogger(__name__)
@@ -432,11 +432,7 @@ def _is_basic(launcher: Any) -> bool:
 
 
 def _summary_path(spec: StorageSpec, study_name: str, config: DictConfig) -> Path:
-    """Beside the journal/SQLite file; in the sweep dir for a database server."""
-    directory = spec.path.parent if spec.path is not None else Path(str(config.hydra.sweep.dir))
-    if not directory.is_absolute():
-        directory = Path(str(config.hydra.runtime.cwd)) / directory
-    return directory / f"{study_name}.summary.csv"
+    return summary_csv_path(spec.path, study_name, str(config.hydra.sweep.dir), Path(str(config.hydra.runtime.cwd)))
 
 
 def _member_text(member: dict) -> str:

@@ -73,7 +73,7 @@ class Pendulum(TorchMembers):
 
         truncated = self.progress >= self.max_episode_length
         terminated = torch.zeros_like(truncated)
-        # extras carry "terminate" like every env (protocol, ppo-spec section 7); always 0 here.
+        # extras carry "terminate" like every env (the protocol, docs/environments.md); always 0 here.
         return StepResult(self.get_obs(), -cost, terminated, truncated, {"terminate": terminated.float()})
 
     def on_epoch_end(self, epoch: int) -> None:

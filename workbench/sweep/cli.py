@@ -25,7 +25,7 @@ from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.files import check_sweep_file, find_sweep_file, sweep_dirs
 from workbench.sweep.space import format_value
 from workbench.sweep.storage import ENV_STORAGE, check_storage, load_study, resolve_storage
-from workbench.sweep.summary import ENV_STARTED, progress_line, summary_table, write_csv
+from workbench.sweep.summary import ENV_STARTED, progress_line, summary_csv_path, summary_table, write_csv
 from workbench.tracking.secrets import scrub_text
 
 PROG = "workbench sweep"
@@ -75,13 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def study_sweep_dir(study: str) -> str:
+    """The ``hydra.sweep.dir`` of a study's jobs under ``workbench sweep`` and ``workbench reevaluate``
+    (relative to the directory they run in): trials write ``<it>/<trial number>/``; the summary and
+    re-evaluation CSVs go there when the storage is a database server."""
+    return f"multirun/{study}"
+
+
 def worker_command(app: str, name: str, args: argparse.Namespace, extra: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", app]
     if app == "workbench.cli":
         cmd.append("train")
     study = args.study_name or name
     cmd += ["-m", f"+sweep={name}", "torch_threads=1", f"hydra.sweeper.study_name={format_value(study)}",
-            f"hydra.sweep.dir={format_value(f'multirun/{study}')}", "hydra.sweeper.print_summary=false",
+            f"hydra.sweep.dir={format_value(study_sweep_dir(study))}", "hydra.sweeper.print_summary=false",
             "hydra.sweeper.summary_csv=false"]
     if args.n_trials is not None:
         cmd.append(f"hydra.sweeper.n_trials={args.n_trials}")
@@ -236,8 +243,7 @@ def sweep_main(argv: list[str]) -> int:
         subprocess.run(cmd + ["hydra.sweeper.reevaluate_only=true", f"torch_threads={args.workers}"], env=env)
     # the sweep's last status line, once (the workers leave it to this summary)
     print(summary_table(study, args.n_trials or study.user_attrs.get("n_trials"), started=started))
-    path = write_csv(study, (spec.path.parent if spec.path else Path.cwd() / "multirun" / study_name)
-                     / f"{study_name}.summary.csv")
+    path = write_csv(study, summary_csv_path(spec.path, study_name, study_sweep_dir(study_name), Path.cwd()))
     print(f"summary written to {path}")
     return sweep_exit_code(study, args.n_trials, codes)
 
@@ -285,7 +291,7 @@ def reevaluate_main(argv: list[str]) -> int:
                      "rerun it with `workbench train -m +sweep=<name> hydra.sweeper.reevaluate_only=true`")
     cmd = [sys.executable, "-m", args.app] + (["train"] if args.app == "workbench.cli" else [])
     cmd += ["-m", *invocation, f"hydra.sweeper.study_name={format_value(args.study)}",
-            f"hydra.sweep.dir={format_value(f'multirun/{args.study}')}", "hydra.sweeper.reevaluate_only=true"]
+            f"hydra.sweep.dir={format_value(study_sweep_dir(args.study))}", "hydra.sweeper.reevaluate_only=true"]
     for key, value in (("top_k", args.top_k), ("seeds", args.seeds), ("budget", args.budget)):
         if value is not None:
             cmd.append(f"hydra.sweeper.reevaluate.{key}={value}")

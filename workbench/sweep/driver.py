@@ -19,14 +19,13 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench.sweep.baseline import fixed_params, is_baseline
-from workbench.sweep.heartbeat import HEARTBEAT_KEY, enqueue_retry, reap_stale_trials
+from workbench.sweep.heartbeat import HEARTBEAT_KEY, HeartbeatSettings, enqueue_retry, reap_stale_trials
 from workbench.sweep.space import SearchSpace
 from workbench.sweep.storage import StorageSpec, budget_lock
 from workbench.sweep.summary import ENV_STARTED, progress_line
@@ -35,13 +34,6 @@ from workbench.tracking.secrets import scrub_text
 log = logging.getLogger(__name__)
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass(frozen=True)
-class HeartbeatSettings:
-    interval: float = 10.0  # seconds between beats of a running trial
-    grace_period: float = 60.0  # a RUNNING trial silent for this long is failed and retried
-    max_retry: int = 1  # retries per original trial (killed or interrupted runs)
 
 
 def _started() -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -22,6 +23,15 @@ from optuna.trial import TrialState
 log = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "workbench:heartbeat"
+
+
+@dataclass
+class HeartbeatSettings:
+    """``hydra.sweeper.heartbeat`` (the sweeper's config schema uses this class itself)."""
+
+    interval: float = 10.0  # seconds between beats of a running trial
+    grace_period: float = 60.0  # a RUNNING trial silent for this long is failed and retried
+    max_retry: int = 1  # retries per original trial (killed or interrupted runs)
 
 
 def beat(storage: BaseStorage, trial_id: int) -> bool:

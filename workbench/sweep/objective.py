@@ -8,15 +8,22 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 
-@dataclass(frozen=True)
+@dataclass
 class ObjectiveSettings:
-    """``hydra.sweeper.objective``."""
+    """``hydra.sweeper.objective``. The sweeper's config schema uses this class itself
+    (hydra_plugins/workbench_optuna_sweeper/config.py), so each field is declared here only;
+    it is mutable because Hydra merges a sweep file's values into it."""
 
-    metric: str = "eval/episode_reward"
+    metric: str = "eval/episode_reward"  # the logged metric the objective is made of
+    # multi-objective: one entry per direction, e.g. [eval/episode_reward, time/wall_seconds]
+    # or [eval/episode_reward, "frames_to:-300"] (workbench/sweep/multiobjective.py); replaces `metric`
+    metrics: list[str] | None = None
     window: int = 3  # objective = mean of the last `window` values of `metric`
     fallback_metric: str | None = None  # used only while `metric` has not appeared yet
-    report_every: int = 1  # trial.report every K iterations (only iterations with a value)
-    seeds: tuple[int, ...] | None = None  # each trial trains these seeds side by side (one population)
+    report_every: int = 1  # trial.report every K iterations (only iterations with a value); step = iteration
+    # each trial trains these seeds side by side, as members of one population; its value is their
+    # `aggregate`. The Wilcoxon pruner gets per-seed values (step = seed index)
+    seeds: tuple[int, ...] | None = None
     aggregate: str = "mean"  # how the seeds' objectives combine: mean | median | iqm
 
     @classmethod
@@ -25,6 +32,7 @@ class ObjectiveSettings:
         seeds = node.get("seeds")
         settings = cls(
             metric=str(node.get("metric", cls.metric)),
+            metrics=[str(m) for m in node["metrics"]] if node.get("metrics") else None,
             window=int(node.get("window", cls.window)),
             fallback_metric=node.get("fallback_metric", cls.fallback_metric),
             report_every=int(node.get("report_every", cls.report_every)),

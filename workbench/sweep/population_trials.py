@@ -34,10 +34,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
-from workbench.sweep.driver import HeartbeatSettings, StudyDriver, budget_used
+from workbench.sweep.driver import StudyDriver, budget_used
 from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.factory import is_wilcoxon, make_sampler, seed_sampler_for_worker
-from workbench.sweep.heartbeat import Heartbeats, enqueue_retry, reap_stale_trials
+from workbench.sweep.heartbeat import Heartbeats, HeartbeatSettings, enqueue_retry, reap_stale_trials
 from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, aggregate, is_bad
 from workbench.sweep.resume import (HISTORY, find_resume, kept_metrics, open_history, past_iterations,
                                     reported_before, tracked_keys, write_stamp)

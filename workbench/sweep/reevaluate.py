@@ -35,13 +35,15 @@ DEFAULT_TOP_K = 3  # `workbench reevaluate` on a sweep file that leaves re-evalu
 BUDGET_KEYS = ("agent.training_max_steps", "agent.training_max_iterations", "agent.training_early_termination")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReevalSettings:
-    """``hydra.sweeper.reevaluate``; ``top_k: 0`` = off."""
+    """``hydra.sweeper.reevaluate`` (the sweeper's config schema uses this class itself): when the
+    budget is spent (and on ``workbench reevaluate <study>``), the ``top_k`` configs and the defaults,
+    each on ``seeds`` fresh seeds, at ``budget`` frames, as one population."""
 
-    top_k: int = 0
+    top_k: int = 0  # 0 = off
     seeds: int = 5
-    budget: int | None = None  # frames per member; None: the config's own agent.training_max_steps
+    budget: int | None = None  # frames per member; None: the config's own agent.training_max_steps, not the sweep's
     baseline: bool = True  # re-evaluate the defaults (the baseline trial) too
 
     @classmethod

@@ -148,6 +148,16 @@ def summary_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
+def summary_csv_path(storage_file: Path | None, study_name: str, sweep_dir: Path | str, cwd: Path) -> Path:
+    """Where a study's summary CSV goes: beside its journal or SQLite file (``storage_file``),
+    else (a database server) in the sweep's output directory, ``sweep_dir``, taken from ``cwd``
+    when relative (Hydra's ``hydra.sweep.dir`` and ``hydra.runtime.cwd``)."""
+    directory = storage_file.parent if storage_file is not None else Path(sweep_dir)
+    if not directory.is_absolute():
+        directory = cwd / directory
+    return directory / f"{study_name}.summary.csv"
+
+
 def write_csv(study: optuna.Study, path: Path) -> Path:
     rows = summary_rows(study)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -138,70 +138,105 @@ def read_run(path: Path | str) -> RunData:
     Verifies chunk checksums; a run cut off mid-write (or with a corrupt chunk)
     is read up to its last whole record and flagged ``truncated``.
     Raises ``NotAWandbFileError`` for a file that is not a W&B log.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb  # heavy import; only when reading
 
+    The stages: find the file, split it into records (``scan_log``), gather what the records
+    say (``_gather``), make the RunData of it (``_run_data``), then judge its state.
+    """
     wandb_file = resolve_wandb_file(path)
     scan = scan_log(wandb_file.read_bytes(), wandb_file)
-    run = RunData(path=wandb_file, run_dir=wandb_file.parent, truncated=scan.truncated, problem=scan.problem)
+    run = _run_data(wandb_file, _gather(scan.records), scan.truncated, scan.problem)
+    run.state = _state(run, wandb_file)
+    run.superseded_by = _superseded_by(wandb_file)
+    return run
 
-    rows: List[Dict[str, Any]] = []
-    config: Dict[str, Any] = {}
-    summary_raw: Dict[str, Any] = {}  # key -> protobuf item; decoded once at the end
-    console: List[str] = []
-    for payload in scan.records:
+
+@dataclass
+class _Records:
+    """What the records of one log say, in their order (a later record wins)."""
+
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    config: Dict[str, Any] = field(default_factory=dict)
+    summary: Dict[str, Any] = field(default_factory=dict)  # key -> protobuf item; decoded once at the end
+    console: List[str] = field(default_factory=list)
+    run: Any = None  # the last run record: id, names, tags
+    exit_code: Optional[int] = None
+    undecodable: bool = False  # stopped at a record that would not parse
+
+
+def _gather(payloads: List[bytes]) -> _Records:
+    from wandb.proto import wandb_internal_pb2 as pb  # heavy import; only when reading
+
+    out = _Records()
+    for payload in payloads:
         record = pb.Record()
         try:
             record.ParseFromString(payload)
         except Exception:  # checksum was fine, so this is a writer/reader mismatch
-            run.truncated, run.problem = True, "undecodable record"
+            out.undecodable = True
             break
         kind = record.WhichOneof("record_type")
         if kind == "history":
             row = {_item_key(item): _item_value(item) for item in record.history.item}
             row.setdefault("_step", record.history.step.num)
-            rows.append(row)
+            out.rows.append(row)
         elif kind == "summary":
-            for item in record.summary.update:
-                summary_raw[_item_key(item)] = item
+            _update_summary(out.summary, record.summary.update)
             for item in record.summary.remove:
-                summary_raw.pop(_item_key(item), None)
+                out.summary.pop(_item_key(item), None)
         elif kind == "config":
-            for item in record.config.update:
-                _set_nested(config, item, json.loads(item.value_json))
+            _update_config(out.config, record.config.update)
             for item in record.config.remove:
-                _remove_nested(config, item)
+                _remove_nested(out.config, item)
         elif kind == "run":
-            r = record.run
-            run.run_id, run.project, run.entity = r.run_id, r.project or None, r.entity or None
-            run.name, run.group = r.display_name or None, r.run_group or None
-            run.job_type, run.notes, run.tags = r.job_type or None, r.notes or None, list(r.tags)
-            for item in r.config.update:
-                _set_nested(config, item, json.loads(item.value_json))
-            for item in r.summary.update:
-                summary_raw[_item_key(item)] = item
-        elif kind == "output_raw":
-            console.append(record.output_raw.line)
-        elif kind == "output":
-            console.append(record.output.line)
+            out.run = record.run
+            _update_config(out.config, record.run.config.update)
+            _update_summary(out.summary, record.run.summary.update)
+        elif kind in ("output_raw", "output"):
+            out.console.append(getattr(record, kind).line)
         elif kind == "exit":
-            run.exit_code = record.exit.exit_code
+            out.exit_code = record.exit.exit_code
+    return out
 
-    config.pop("_wandb", None)  # wandb's own bookkeeping, not the user's config
-    run.config = config
-    run.summary = {k: _item_value(v) for k, v in summary_raw.items() if not k.startswith("_wandb")}
-    run.history = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=["_step"])
-    run.console = "".join(console)
+
+def _update_config(config: Dict[str, Any], items: Any) -> None:
+    for item in items:
+        _set_nested(config, item, json.loads(item.value_json))
+
+
+def _update_summary(summary: Dict[str, Any], items: Any) -> None:
+    for item in items:
+        summary[_item_key(item)] = item
+
+
+def _run_data(wandb_file: Path, records: _Records, truncated: bool, problem: Optional[str]) -> RunData:
+    run = RunData(path=wandb_file, run_dir=wandb_file.parent, truncated=truncated, problem=problem)
+    if records.undecodable:
+        run.truncated, run.problem = True, "undecodable record"
+    r = records.run
+    if r is not None:
+        run.run_id, run.project, run.entity = r.run_id, r.project or None, r.entity or None
+        run.name, run.group = r.display_name or None, r.run_group or None
+        run.job_type, run.notes, run.tags = r.job_type or None, r.notes or None, list(r.tags)
     if not run.run_id and wandb_file.stem.startswith("run-"):  # killed before its run record
         run.run_id = wandb_file.stem[len("run-") :]
-    run.state = _state(run, wandb_file)
-    marker = wandb_file.parent / SUPERSEDED_MARKER
-    if marker.exists():
-        try:
-            run.superseded_by = json.loads(marker.read_text()).get("fallback_run_id") or "?"
-        except (OSError, ValueError):
-            run.superseded_by = "?"
+    records.config.pop("_wandb", None)  # wandb's own bookkeeping, not the user's config
+    run.config = records.config
+    run.summary = {k: _item_value(v) for k, v in records.summary.items() if not k.startswith("_wandb")}
+    run.history = pd.DataFrame.from_records(records.rows) if records.rows else pd.DataFrame(columns=["_step"])
+    run.console = "".join(records.console)
+    run.exit_code = records.exit_code
     return run
+
+
+def _superseded_by(wandb_file: Path) -> Optional[str]:
+    """The fallback run's id when a Tracker marked this run as replaced ("?" if the marker is unreadable)."""
+    marker = wandb_file.parent / SUPERSEDED_MARKER
+    if not marker.exists():
+        return None
+    try:
+        return json.loads(marker.read_text()).get("fallback_run_id") or "?"
+    except (OSError, ValueError):
+        return "?"
 
 
 def _state(run: RunData, wandb_file: Path) -> str:

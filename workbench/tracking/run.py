@@ -243,13 +243,14 @@ class Tracker:
                     return
 
     def final_summary(self) -> Dict[str, Any]:
-        """Final and best evaluation return, total frames, wall time."""
+        """Each once: the last finite value of each return key under its own name (W&B's default,
+        the last value logged, could be a NaN), its best as ``<key>_best``, total frames under the
+        step metric, wall time."""
         out: Dict[str, Any] = {"wall_time_s": time.monotonic() - self._t0}
         if self._last_frames is not None:
             out[self.step_metric] = self._last_frames
         for key, value in self._final.items():
             out[key] = value
-            out[f"{key}_final"] = value
             out[f"{key}_best"] = self._best[key]
         return out
 

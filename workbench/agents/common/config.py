@@ -17,32 +17,35 @@ MODULES = "workbench.agents.common.modules"
 
 @dataclass
 class OptimizerConfig:
-    _target_: str = "torch.optim.Adam"
-    lr: float = 1e-4
+    _target_: str = "torch.optim.Adam"  # torch.optim.Adam or torch.optim.AdamW (decoupled weight decay)
+    lr: float = 1e-4  # learning rate (the start value when agent.adaptive_lr is on)
     weight_decay: float = 0.0
-    eps: float = 1e-8
-    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8  # Adam's denominator is sqrt(v) + eps
+    betas: Tuple[float, float] = (0.9, 0.999)  # decay of the first and second moment estimates
 
 
 @dataclass
 class BaseModelConfig:
     _target_: str = "workbench.agents.common.base_model.BaseModel"
-    in_keys: List[str] = field(default_factory=list)
-    out_keys: List[str] = field(default_factory=list)
+    in_keys: List[str] = field(default_factory=list)  # TensorDict keys the model reads (observations)
+    out_keys: List[str] = field(default_factory=list)  # keys it writes
 
 
 @dataclass
 class NormObsBaseConfig:
+    """Running mean/std normalisation of a module's concatenated input, updated in train mode only
+    (on the minibatch forwards of the updates, not during the rollout)."""
     normalize_obs: bool = False
-    norm_clamp_value: float = 5.0
-    norm_ema_decay: Optional[float] = 0.999  # None = Welford all-time statistics
+    norm_clamp_value: float = 5.0  # clamp (+-) of the normalised input
+    norm_ema_decay: Optional[float] = 0.999  # EMA decay of the statistics; None = Welford all-time statistics
 
 
 @dataclass
 class MLPLayerConfig:
+    """One hidden layer: Linear(units), then the activation."""
     units: int = 512
-    activation: str = "relu"
-    use_layer_norm: bool = False
+    activation: str = "relu"  # tanh | relu | elu | gelu | silu | mish | identity
+    use_layer_norm: bool = False  # LayerNorm between Linear and activation; honoured on the first layer only
 
 
 # Module operations, applied in order to the concatenated input of an ObsProcessor or MLPWithConcat.
@@ -99,25 +102,28 @@ class ObsProcessorConfig(NormObsBaseConfig):
     the concatenation happens by default (no operations), and inputs are normalised only by a
     Forward operation, even with normalize_obs."""
     _target_: str = f"{MODULES}.ObsProcessor"
-    in_keys: List[str] = field(default_factory=list)
+    in_keys: List[str] = field(default_factory=list)  # concatenated along the last dimension
     out_keys: List[str] = field(default_factory=list)  # exactly one
-    module_operations: List[Any] = field(default_factory=list)
+    module_operations: List[Any] = field(default_factory=list)  # applied in order to the concatenation
 
 
 @dataclass
 class MLPWithConcatConfig(NormObsBaseConfig):
-    num_out: int = MISSING
-    layers: List[MLPLayerConfig] = field(default_factory=list)
+    """An MLP over the concatenation of ``in_keys``; default PyTorch Linear initialisation."""
+    num_out: int = MISSING  # size of the output layer
+    layers: List[MLPLayerConfig] = field(default_factory=list)  # the hidden layers, input side first
     _target_: str = f"{MODULES}.MLPWithConcat"
-    in_keys: List[str] = field(default_factory=list)
+    in_keys: List[str] = field(default_factory=list)  # concatenated along the last dimension
     out_keys: List[str] = field(default_factory=list)  # exactly one
-    output_activation: Optional[str] = None
+    output_activation: Optional[str] = None  # applied to the output layer; None = linear output
+    # applied in order to the concatenated input; Forward normalises (normalize_obs) and runs the MLP
     module_operations: List[Any] = field(default_factory=lambda: [ModuleOperationForwardConfig()])
 
 
 @dataclass
 class ModuleContainerConfig:
+    # module configs run in order on one TensorDict; each reads the container's in_keys or earlier outputs
     models: List[Any] = field(default_factory=list)
     _target_: str = f"{MODULES}.ModuleContainer"
     in_keys: List[str] = field(default_factory=list)
-    out_keys: List[str] = field(default_factory=list)
+    out_keys: List[str] = field(default_factory=list)  # each must be written by some child

@@ -1,4 +1,4 @@
-"""Episode-length curriculum (ppo-spec 6.2)."""
+"""Episode-length curriculum: the env's limit, set after each iteration (docs/agent.md, "Episode-length curriculum")."""
 from __future__ import annotations
 
 from workbench.agents.base.config import MaxEpisodeLengthManagerConfig

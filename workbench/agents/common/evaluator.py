@@ -1,4 +1,4 @@
-"""Deterministic evaluation on an environment of its own (ppo-spec 6.1).
+"""Deterministic evaluation on an environment of its own (what it computes: docs/agent.md, "Evaluation").
 
 Workbench differences, documented in README: evaluation runs on a separate env
 instance (so it never disturbs the training rollout), always reports the

@@ -7,7 +7,8 @@ import torch
 
 
 class MeanAccumulator:
-    """Averages each key over the minibatches in which it appeared (ppo-spec 3.10), per member.
+    """Averages each key over the minibatches in which it appeared, per member: after a clip-fraction skip
+    the critic and gradient keys come only from the minibatches that updated, not diluted by the skipped ones.
 
     Values are ``[P]`` tensors (or scalars: the same for every member). A tuple of keys may carry
     a ``[P, len(keys)]`` block (per-layer gradient norms: one tensor, not one per layer).

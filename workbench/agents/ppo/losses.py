@@ -1,4 +1,4 @@
-"""PPO's formulas as pure functions (ppo-spec sections 3.3, 3.6, 3.7).
+"""PPO's formulas as pure functions (written out in docs/agent.md, "The algorithm, step by step").
 
 Each takes tensors and returns tensors, so each is tested on its own against an
 independent computation. Batch means run over the last sample dimension, so a population's
