@@ -6,7 +6,6 @@ sweep trial calls with callbacks that report to Optuna.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +146,6 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
         if callbacks.on_iteration:
             callbacks.on_iteration(agent.epoch, metrics)
 
-    started = time.time()
     stopped_by: BaseException | None = None
     try:
         agent.fit(on_iteration)
@@ -158,9 +156,7 @@ def run_training(cfg: DictConfig, output_dir: Path | str, callbacks: TrainCallba
         progress.close()
         result.frames = agent.step_count
         extra, exit_code = callbacks.on_end(stopped_by) if callbacks.on_end else ({}, int(stopped_by is not None))
-        tracker.update_summary({"frames": agent.step_count, "wall_time_s": time.time() - started,
-                                "final_eval_return": result.final_eval_return,
-                                "best_eval_return": result.best_eval_return, **extra})
+        tracker.update_summary(extra)  # the tracker writes frames, wall time and the returns itself
         tracker.finish(exit_code)
         if not announced:
             announce_run()

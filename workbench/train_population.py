@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +134,7 @@ class PopulationRun:
         tracker = Tracker.start(config_dict, logger, output_dir, background=True)
         # plain lines per member (one bar per member would fight over the terminal)
         progress = Progress(self.agent.max_epochs_per_member[slot], log, label=label, interactive=False)
-        self._runs[slot] = _MemberRun(tracker, TrainResult(output_dir=output_dir), progress, time.time())
+        self._runs[slot] = _MemberRun(tracker, TrainResult(output_dir=output_dir), progress)
 
     @property
     def open_slots(self) -> list[int]:
@@ -173,9 +172,7 @@ class PopulationRun:
         assert run is not None, f"slot {slot} is not open"
         result = run.result
         result.frames = self.agent.step_counts[slot]
-        run.tracker.update_summary({"frames": result.frames, "wall_time_s": time.time() - run.started,
-                                    "final_eval_return": result.final_eval_return,
-                                    "best_eval_return": result.best_eval_return, **(summary or {})})
+        run.tracker.update_summary(dict(summary or {}))  # the tracker writes frames, wall time and the returns
         run.tracker.finish(exit_code)
         if not run.announced:
             self._announce(slot)
@@ -198,7 +195,6 @@ class _MemberRun:
     tracker: Tracker
     result: TrainResult
     progress: Progress
-    started: float
     announced: bool = False
 
 
