@@ -27,11 +27,18 @@ Modes, one ``workbench sweep`` command each (a fresh study in a scratch director
 
 Trials/hour = trials / (first trial start .. last trial end, the storage's timestamps); the whole
 command's wall time beside it (adds the fixed start-up: ``workbench sweep``'s validating dry run,
-worker start and preload, the summary). CPU seconds per trial = the command's process tree CPU time
-(user + system, every worker included) / trials: the steadier figure on a shared machine. Each round
-runs every mode of a sweep once, in an order that rotates round by round; ratios are taken within a
-round, medians over rounds. The 5-seed cost is seeds5's median trial duration over one_per_process's
-(the same round), with the CPU-time ratio beside it.
+worker start and preload, the summary). CPU time, the steadier figure on a shared machine: the
+command's whole process tree (user + system, every worker included) per trial, and the trials' own
+(``TreeCpu`` samples the tree's CPU seconds every 0.5 s; the CPU spent from the first trial's start to
+the last trial's end, without the fixed start-up). Each round runs every mode of a sweep once, in an
+order that rotates round by round; ratios are taken within a round, medians over rounds. The 5-seed
+cost is seeds5's trials' own CPU seconds per trial over one_per_process's (the same round), with the
+median trial durations beside it.
+
+``--breakdown`` measures, in this process on one torch thread and interleaved, where one HalfCheetah
+trial's CPU time goes (build, rollouts, updates, evaluation) as a member of a population of P, as a
+one-trial-per-process trial and as an SB3 trial, beside the same env steps alone; it adds that to the
+JSON (``--quick`` runs it too, tiny).
 
 Writes bench/results/sweep_trials.json (``--quick``: sweep_trials_quick.json, tiny budgets, nothing in
 BENCHMARKS.md) and replaces the "Sweep throughput" section of BENCHMARKS.md; ``--report`` rebuilds that
@@ -149,8 +156,60 @@ def _env() -> dict[str, str]:
     return env
 
 
-def summarise(trials, started: float, ended: float, cpu: float) -> dict:
-    """Figures of one run from its study's trials (FrozenTrial) and the command's start/end/CPU."""
+class TreeCpu:
+    """Samples the CPU seconds (user + system) of process trees every ``interval`` seconds in a
+    thread, so that the CPU time spent between two instants (the first trial's start and the last
+    trial's end) can be read afterwards: the trials' CPU without the command's start-up and end.
+    Each process counts its own time, as last seen (a worker that has exited keeps its figure);
+    a process that lives less than ``interval`` may be missed."""
+
+    def __init__(self, pids: list[int], interval: float = 0.5):
+        import threading
+
+        import psutil
+        self.roots = [psutil.Process(pid) for pid in pids]
+        self.interval, self.samples = interval, []
+        self._seen: dict[tuple[int, float], float] = {}  # (pid, create time) -> CPU seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _total(self) -> float:
+        import psutil
+        for root in self.roots:
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                procs = []
+            for proc in procs:
+                try:
+                    with proc.oneshot():
+                        t, key = proc.cpu_times(), (proc.pid, proc.create_time())
+                except psutil.Error:
+                    continue
+                self._seen[key] = t.user + t.system
+        return sum(self._seen.values())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self._total()))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, when: float) -> float:
+        """CPU seconds at ``when``, interpolated between the samples around it."""
+        before = [s for s in self.samples if s[0] <= when] or self.samples[:1]
+        after = [s for s in self.samples if s[0] >= when] or self.samples[-1:]
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return c0 if t1 <= t0 else c0 + (c1 - c0) * (when - t0) / (t1 - t0)
+
+
+def summarise(trials, started: float, ended: float, cpu: float, sampler: TreeCpu | None = None) -> dict:
+    """Figures of one run from its study's trials (FrozenTrial), the command's start/end/CPU and,
+    with ``sampler``, the CPU time between the first trial's start and the last trial's end."""
     done = [t for t in trials if t.datetime_start and t.datetime_complete]
     starts = [t.datetime_start.timestamp() for t in done]
     ends = [t.datetime_complete.timestamp() for t in done]
@@ -160,11 +219,18 @@ def summarise(trials, started: float, ended: float, cpu: float) -> dict:
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
     n, wall = len(done), ended - started
-    return {"trials": n, "states": states, "span_s": span, "command_wall_s": wall, "cpu_s": cpu,
-            "cpu_s_per_trial": cpu / n, "trials_per_hour_span": 3600 * n / span, "trials_per_hour_wall": 3600 * n / wall,
-            "trials_per_cpu_hour": 3600 * n / cpu, "trial_duration_s": sorted(durations),
-            "trial_duration_s_median": statistics.median(durations),
-            "first_trial_start_after_s": min(starts) - started, "after_last_trial_s": ended - max(ends)}
+    out = {"trials": n, "states": states, "span_s": span, "command_wall_s": wall, "cpu_s": cpu,
+           "cpu_s_per_trial": cpu / n, "trials_per_hour_span": 3600 * n / span, "trials_per_hour_wall": 3600 * n / wall,
+           "trials_per_cpu_hour": 3600 * n / cpu, "trial_duration_s": sorted(durations),
+           "trial_duration_s_median": statistics.median(durations),
+           "first_trial_start_after_s": min(starts) - started, "after_last_trial_s": ended - max(ends)}
+    if sampler is not None and len(sampler.samples) >= 2:
+        span_cpu = sampler.at(max(ends)) - sampler.at(min(starts))
+        # the trials' own CPU time: without the dry run, the workers' start-up and the summary
+        out.update({"span_cpu_s": span_cpu, "span_cpu_s_per_trial": span_cpu / n,
+                    "trials_per_span_cpu_hour": 3600 * n / span_cpu,
+                    "span_cores_used": span_cpu / span})  # of the 2 the workers could use
+    return out
 
 
 def run_workbench_sweep(name: str, settings: dict, trials: int, population: int | None = None,
@@ -179,13 +245,16 @@ def run_workbench_sweep(name: str, settings: dict, trials: int, population: int 
         if seeds:
             cmd.append(f"hydra.sweeper.objective.seeds=[{','.join(map(str, seeds))}]")
         cpu0, started = _children_cpu(), time.time()
-        done = subprocess.run(cmd, cwd=tmp, env=_env(), capture_output=True, text=True)
-        ended, cpu = time.time(), _children_cpu() - cpu0
-        (Path(tmp) / "sweep.log").write_text(done.stdout + done.stderr)
-        if done.returncode != 0:
-            raise SystemExit(f"failed ({done.returncode}): {shlex.join(cmd)}\n{(done.stdout + done.stderr)[-4000:]}")
+        proc = subprocess.Popen(cmd, cwd=tmp, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sampler = TreeCpu([proc.pid])
+        text = proc.communicate()[0]
+        ended = time.time()
+        sampler.stop()
+        cpu = _children_cpu() - cpu0
+        if proc.returncode != 0:
+            raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{text[-4000:]}")
         study = load_study(resolve_storage(None, name, Path(tmp)), name)
-        out = summarise(study.get_trials(deepcopy=False), started, ended, cpu)
+        out = summarise(study.get_trials(deepcopy=False), started, ended, cpu, sampler)
         out["population_jobs"] = len({t.user_attrs["population_worker"] for t in study.trials
                                       if "population_worker" in t.user_attrs})
     out["command"] = "workbench " + shlex.join(cmd[3:])
@@ -193,16 +262,29 @@ def run_workbench_sweep(name: str, settings: dict, trials: int, population: int 
 
 
 # ---------------------------------------------------------------------------------------- SB3 + Optuna
+def sb3_evaluate(model, base, settings: dict) -> float:
+    """An SB3 trial's score, as our evaluator scores a trial: ``eval_envs`` envs, one deterministic
+    episode each (at most ``eval_steps`` steps), observations normalised with the training
+    statistics, raw rewards."""
+    import gymnasium as gym
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    eval_env = VecNormalize(DummyVecEnv([lambda: gym.make(base.gym_id, max_episode_steps=settings["eval_steps"])
+                                         for _ in range(settings["eval_envs"])]),
+                            training=False, norm_obs=base.normalize_obs, norm_reward=False, clip_obs=10.0)
+    eval_env.obs_rms = model.get_env().obs_rms
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=settings["eval_envs"], deterministic=True)
+    eval_env.close()
+    return float(mean)
+
+
 def sb3_worker(storage: str, study_name: str, n_trials: int, quick: bool) -> None:
     """One of the SB3 stack's 2 processes: ``study.optimize`` on the shared journal-file study."""
     warnings.filterwarnings("ignore")
-    import gymnasium as gym
     import optuna
     import torch
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from bench.peers.sb3 import Trainer
     torch.set_num_threads(1)
@@ -216,17 +298,9 @@ def sb3_worker(storage: str, study_name: str, n_trials: int, quick: bool) -> Non
         knobs = {field: trial.suggest_float(sb3_name, *bounds) for _, sb3_name, field, bounds in SB3_KNOBS}
         trainer = Trainer(replace(base, **knobs), seed=trial.number)
         trainer.iterate(settings["iterations"])
-        # evaluated as our evaluator does: 4 envs, one deterministic episode each (at most eval_steps steps),
-        # observations normalised with the training statistics, raw rewards
-        train_env = trainer.model.get_env()
-        eval_env = VecNormalize(DummyVecEnv([lambda: gym.make(base.gym_id, max_episode_steps=settings["eval_steps"])
-                                             for _ in range(settings["eval_envs"])]),
-                                training=False, norm_obs=base.normalize_obs, norm_reward=False, clip_obs=10.0)
-        eval_env.obs_rms = train_env.obs_rms
-        mean, _ = evaluate_policy(trainer.model, eval_env, n_eval_episodes=settings["eval_envs"], deterministic=True)
-        eval_env.close()
+        value = sb3_evaluate(trainer.model, base, settings)
         trainer.close()
-        return float(mean)
+        return value
 
     study.optimize(objective, n_trials=n_trials)
 
@@ -243,13 +317,16 @@ def run_sb3(trials: int, quick: bool, log=print) -> dict:
         cpu0, started = _children_cpu(), time.time()
         procs = [subprocess.Popen(c, cwd=ROOT, env={**_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
+        sampler = TreeCpu([p.pid for p in procs])
         outputs = [p.communicate()[0] for p in procs]
-        ended, cpu = time.time(), _children_cpu() - cpu0
+        ended = time.time()
+        sampler.stop()
+        cpu = _children_cpu() - cpu0
         for p, text in zip(procs, outputs):
             if p.returncode != 0:
                 raise SystemExit(f"an SB3 worker failed ({p.returncode}):\n{text[-4000:]}")
         study = optuna.load_study(study_name="sb3", storage=JournalStorage(JournalFileBackend(storage)))
-        out = summarise(study.get_trials(deepcopy=False), started, ended, cpu)
+        out = summarise(study.get_trials(deepcopy=False), started, ended, cpu, sampler)
     out["command"] = " & ".join("python -m bench.sweep_trials " + shlex.join(c[3:]) for c in cmds)
     return out
 
@@ -279,33 +356,46 @@ def rotate(items: list, k: int) -> list:
     return items[k:] + items[:k]
 
 
+RATE_FIELDS = (("span", "trials_per_hour_span"), ("wall", "trials_per_hour_wall"), ("cpu", "trials_per_cpu_hour"),
+               ("span_cpu", "trials_per_span_cpu_hour"))
+MEDIAN_FIELDS = ("trials_per_hour_span", "trials_per_hour_wall", "trials_per_cpu_hour", "cpu_s_per_trial",
+                 "trial_duration_s_median", "command_wall_s", "span_cpu_s_per_trial", "trials_per_span_cpu_hour",
+                 "span_cores_used")
+
+
 def derive(sweep: dict) -> None:
     """Per-round ratios (population over the other modes; seeds5 over one_per_process) and their
-    medians over rounds, in wall-clock rate (span and command wall) and in CPU time."""
+    medians over rounds: in trials/hour over the span and over the command's wall time, and in
+    trials per CPU-hour (the whole command's CPU time, and the CPU time within the span)."""
     rounds, med = sweep["rounds"], statistics.median
+
+    def per_round(a: str, b: str, field: str, invert: bool = False) -> list[float] | None:
+        if not all(field in r[a] and field in r[b] for r in rounds):
+            return None  # (a result from before the field was measured)
+        return [(r[b][field] / r[a][field]) if invert else (r[a][field] / r[b][field]) for r in rounds]
+
     pops = [m for m in sweep["modes"] if m.startswith("population_")]
     ratios: dict[str, dict] = {}
     for p in pops:
         smaller = [q for q in pops if int(q.split("_")[1]) < int(p.split("_")[1])]
         for other in smaller + [m for m in sweep["modes"] if m in ("one_per_process", "sb3")]:
-            key = f"{p}_over_{other}"
-            per = {k: [r[p][f] / r[other][f] for r in rounds]
-                   for k, f in (("span", "trials_per_hour_span"), ("wall", "trials_per_hour_wall"),
-                                ("cpu", "trials_per_cpu_hour"))}
-            ratios[key] = {**{f"{k}_per_round": v for k, v in per.items()}, **{f"{k}_median": med(v) for k, v in per.items()}}
+            entry = {}
+            for k, field in RATE_FIELDS:
+                values = per_round(p, other, field)
+                if values is not None:
+                    entry[f"{k}_per_round"], entry[f"{k}_median"] = values, med(values)
+            ratios[f"{p}_over_{other}"] = entry
     sweep["ratios"] = ratios
     if "seeds5" in sweep["modes"] and "one_per_process" in sweep["modes"]:
-        per = {"duration": [r["seeds5"]["trial_duration_s_median"] / r["one_per_process"]["trial_duration_s_median"]
-                            for r in rounds],
-               "cpu": [r["seeds5"]["cpu_s_per_trial"] / r["one_per_process"]["cpu_s_per_trial"] for r in rounds],
-               "span": [r["one_per_process"]["trials_per_hour_span"] / r["seeds5"]["trials_per_hour_span"]
-                        for r in rounds]}
-        sweep["seed_cost"] = {"seeds": SEEDS, **{f"{k}_ratio_per_round": v for k, v in per.items()},
-                              **{f"{k}_ratio_median": med(v) for k, v in per.items()}}
-    sweep["medians"] = {m: {f: med([r[m][f] for r in rounds])
-                            for f in ("trials_per_hour_span", "trials_per_hour_wall", "trials_per_cpu_hour",
-                                      "cpu_s_per_trial", "trial_duration_s_median", "command_wall_s")}
-                        for m in sweep["modes"]}
+        cost = {"seeds": SEEDS}
+        for k, field, invert in (("duration", "trial_duration_s_median", False), ("cpu", "cpu_s_per_trial", False),
+                                 ("span_cpu", "span_cpu_s_per_trial", False), ("span", "trials_per_hour_span", True)):
+            values = per_round("seeds5", "one_per_process", field, invert)
+            if values is not None:
+                cost[f"{k}_ratio_per_round"], cost[f"{k}_ratio_median"] = values, med(values)
+        sweep["seed_cost"] = cost
+    sweep["medians"] = {m: {f: med([r[m][f] for r in rounds]) for f in MEDIAN_FIELDS
+                            if all(f in r[m] for r in rounds)} for m in sweep["modes"]}
 
 
 def run_sweep(name: str, populations: list[int], rounds: int, trials: int, seed_trials: int, quick: bool,
@@ -327,6 +417,171 @@ def run_sweep(name: str, populations: list[int], rounds: int, trials: int, seed_
         out["rounds"].append({m: results[m] for m in modes})
     derive(out)
     return out
+
+
+# ---------------------------------------------------------------------------------------- breakdown
+def _member_knobs(rng, n: int) -> list[dict]:
+    """n draws of the three knobs the SB3 trials sample (same ranges), for members that differ."""
+    return [{ours: rng.uniform(*bounds) for ours, _, _, bounds in SB3_KNOBS} for _ in range(n)]
+
+
+def cost_ours(size: int, quick: bool, seed: int) -> dict:
+    """CPU seconds of `size` HalfCheetah trials of the sweep trained as one agent (size 1: the
+    single-run agent a one-trial-per-process trial builds), per phase, per trial."""
+    import random
+
+    from omegaconf import OmegaConf
+
+    from bench.compose import compose_config
+    from bench.population import Timed
+    from workbench.train import build_agent, build_population
+    from workbench.train_population import member_configs
+    settings = sweep_settings("halfcheetah", quick)
+    overrides = ["+sweep=halfcheetah", *[o for o in settings["overrides"] if not o.startswith("hydra.")]]
+    rng = random.Random(seed)
+    t0 = time.process_time()
+    if size == 1:
+        cfg = compose_config(overrides + [f"seed={seed}"])
+        for key, value in _member_knobs(rng, 1)[0].items():
+            OmegaConf.update(cfg, key, value, merge=False)
+        agent = build_agent(cfg, None)
+    else:
+        cfg = compose_config(overrides + [f"population.seeds=[{','.join(str(seed + i) for i in range(size))}]"])
+        members = member_configs(cfg)
+        for member, knobs in zip(members, _member_knobs(rng, size)):  # members differ, as a sweep's trials do
+            for key, value in knobs.items():
+                OmegaConf.update(member, key, value, merge=False)
+        agent = build_population(members, [None] * size)
+    build = time.process_time() - t0
+    collect = agent.collect_rollout = Timed(agent.collect_rollout)
+    update = agent.optimize = Timed(agent.optimize)
+    t1 = time.process_time()
+    for _ in range(settings["iterations"]):
+        agent.train_iteration()
+    train = time.process_time() - t1
+    t2 = time.process_time()
+    agent.evaluate()  # the trial's final evaluation (every member's, at once)
+    evaluate = time.process_time() - t2
+    out = {"build": build, "collect": sum(collect.cpu), "update": sum(update.cpu),
+           "train_other": train - sum(collect.cpu) - sum(update.cpu), "evaluate": evaluate}
+    out = {k: v / size for k, v in out.items()}
+    out["total"] = sum(out.values())
+    if size > 1:  # the evaluation of one member (the others not due) against all of them
+        t3 = time.process_time()
+        agent.evaluate([0])
+        out["evaluate_one_member_of_population_s"] = time.process_time() - t3
+        out["evaluate_all_members_s"] = evaluate
+    for env in (agent.env, agent.evaluator.env if agent.evaluator else None):
+        if env is not None and hasattr(env, "close"):
+            env.close()
+    return out
+
+
+def cost_sb3(quick: bool, seed: int) -> dict:
+    """CPU seconds of one SB3 trial (as the Optuna + SB3 mode's): build, rollouts, updates, evaluation."""
+    import random
+
+    from bench.peers.sb3 import Trainer
+    from bench.population import Timed
+    settings, base = sweep_settings("halfcheetah", quick), halfcheetah_workload(quick)
+    knobs = _member_knobs(random.Random(seed), 1)[0]
+    t0 = time.process_time()
+    trainer = Trainer(replace(base, **{field: knobs[ours] for ours, _, field, _ in SB3_KNOBS}), seed=seed)
+    build = time.process_time() - t0
+    collect = trainer.model.collect_rollouts = Timed(trainer.model.collect_rollouts)
+    update = trainer.model.train = Timed(trainer.model.train)
+    t1 = time.process_time()
+    trainer.iterate(settings["iterations"])
+    train = time.process_time() - t1
+    t2 = time.process_time()
+    sb3_evaluate(trainer.model, base, settings)
+    evaluate = time.process_time() - t2
+    trainer.close()
+    out = {"build": build, "collect": sum(collect.cpu), "update": sum(update.cpu),
+           "train_other": train - sum(collect.cpu) - sum(update.cpu), "evaluate": evaluate}
+    out["total"] = sum(out.values())
+    return out
+
+
+def cost_env(quick: bool, seed: int) -> dict:
+    """CPU seconds of the env steps one trial takes, alone (random actions, gymnasium HalfCheetah):
+    the training budget on one env and the evaluation's eval_envs x eval_steps."""
+    import gymnasium as gym
+    settings, w = sweep_settings("halfcheetah", quick), halfcheetah_workload(quick)
+    env = gym.make(w.gym_id)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    actions = [env.action_space.sample() for _ in range(1000)]
+    t0 = time.process_time()
+    for i in range(settings["steps_per_trial"] + settings["eval_envs"] * settings["eval_steps"]):
+        _, _, terminated, truncated, _ = env.step(actions[i % 1000])
+        if terminated or truncated:
+            env.reset()
+    env.close()
+    return {"total": time.process_time() - t0}
+
+
+def run_breakdown(population: int, rounds: int, quick: bool, sb3: bool, log=print) -> dict:
+    """Per-trial CPU seconds by phase, in this process on one torch thread, interleaved round by
+    round: a trial in a population of P (its share of the batch), a one-trial-per-process trial,
+    an SB3 trial, and the env steps alone."""
+    import contextlib
+
+    import torch
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    kinds = [f"population_{population}", "one_per_process"] + (["sb3"] if sb3 else []) + ["env_steps_only"]
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    with contextlib.redirect_stdout(sys.stderr):  # imports and first-call costs stay out of the rounds
+        cost_ours(2, True, seed=0)
+        cost_ours(1, True, seed=0)
+        if sb3:
+            cost_sb3(True, seed=0)
+    for r in range(rounds):
+        for kind in rotate(kinds, r):
+            with contextlib.redirect_stdout(sys.stderr):
+                if kind == "sb3":
+                    runs[kind].append(cost_sb3(quick, seed=r))
+                elif kind == "env_steps_only":
+                    runs[kind].append(cost_env(quick, seed=r))
+                else:
+                    runs[kind].append(cost_ours(population if kind.startswith("population_") else 1, quick, seed=r))
+        log(f"[breakdown] round {r + 1}/{rounds}: " + ", ".join(f"{k} {runs[k][-1]['total']:.2f}" for k in kinds)
+            + " CPU s per trial", flush=True)
+    med = statistics.median
+    out = {"population": population, "rounds": rounds, "threads": 1, "per_round": runs,
+           "median": {k: {f: med([v[f] for v in vs]) for f in vs[0]} for k, vs in runs.items()}}
+    ratios = {}
+    for k in kinds[1:3]:
+        ratios[f"{kinds[0]}_over_{k}"] = med([b["total"] / a["total"] for a, b in zip(runs[kinds[0]], runs[k])])
+    out["ratio_of_trials_per_cpu_second"] = ratios
+    return out
+
+
+def breakdown_lines(b: dict, settings: dict) -> list[str]:
+    m = b["median"]
+    phases = ("build", "collect", "update", "train_other", "evaluate", "total")
+    lines = ["### Where a HalfCheetah trial's CPU time goes", "",
+             f"`{b['command']}`: one trial of the sweep above ({settings['steps_per_trial']:,} training steps, then "
+             f"the final evaluation: {settings['eval_envs']} envs x {settings['eval_steps']} steps), CPU seconds "
+             f"per trial, in one process on one torch thread, {b['rounds']} interleaved rounds (median). "
+             f"Population: one agent of P = {b['population']} trials with different sampled e_clip, tau and "
+             "log-std, its costs divided by P. collect = `collect_rollout` / SB3's `collect_rollouts` (env steps + "
+             "policy), update = `optimize` / SB3's `train`; env steps only = the same number of gymnasium "
+             "HalfCheetah steps with random actions, no policy.", "",
+             "| trial | " + " | ".join(phases) + " |", "|---|" + "---:|" * len(phases)]
+    for kind, v in m.items():
+        lines.append(f"| {mode_text(kind) if kind in MODE_TEXT or kind.startswith('population_') else 'env steps only'} | "
+                     + " | ".join(fmt(v.get(f), 2) for f in phases) + " |")
+    lines.append("")
+    ratios = ", ".join(f"{mode_text(k.split('_over_')[1])} {v:.2f}x" for k, v in b["ratio_of_trials_per_cpu_second"].items())
+    lines += [f"Trials per CPU-second of the population over: {ratios}.", ""]
+    pop = m[f"population_{b['population']}"]
+    if "evaluate_one_member_of_population_s" in pop:
+        lines += [f"Evaluating one member of the population of {b['population']} (`agent.evaluate([0])`, the others "
+                  f"not due) takes {pop['evaluate_one_member_of_population_s']:.2f} CPU s, evaluating all of them "
+                  f"{pop['evaluate_all_members_s']:.2f} CPU s.", ""]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -388,32 +643,39 @@ def markdown_section(result: dict, pilot: dict | None = None) -> str:
         lines += [f"### {name}", "", f"{st['description']}; {st['iterations']} iterations per trial "
                   f"({st['steps_per_trial']:,} env steps), {s['trials']} trials per mode, {len(s['rounds'])} "
                   f"round(s). Overrides: `{' '.join(st['overrides'])}`.", ""]
-        head = ["mode", "trials/h (span)", "trials/h (command wall)", "CPU s / trial", "median trial s",
-                "command wall s"]
+        head = ["mode", "trials/h (span)", "trials/h (command wall)", "trials' CPU s / trial", "cores used (span)",
+                "command CPU s / trial", "median trial s", "command wall s"]
         lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for mode in s["modes"]:
-            if mode == "seeds5":
-                continue
             md = s["medians"][mode]
             lines.append(f"| {mode_text(mode)} | {fmt(md['trials_per_hour_span'])} | {fmt(md['trials_per_hour_wall'])} "
+                         f"| {fmt(md.get('span_cpu_s_per_trial'), 1)} | {fmt(md.get('span_cores_used'), 2)} "
                          f"| {fmt(md['cpu_s_per_trial'], 1)} | {fmt(md['trial_duration_s_median'], 1)} "
                          f"| {fmt(md['command_wall_s'], 0)} |")
-        lines += ["", "| ratio | span | command wall | CPU time |", "|---|---:|---:|---:|"]
+        lines += ["", "| ratio | trials/h (span), per round | trials/h (command wall) | trials per CPU-hour "
+                  "(trials' own) | trials per CPU-hour (command) |", "|---|---:|---:|---:|---:|"]
         for key, r in s["ratios"].items():
             p, other = key.split("_over_")
             lines.append(f"| {mode_text(p)} / {mode_text(other)} | **{r['span_median']:.2f}x** "
                          f"({', '.join(f'{v:.2f}' for v in r['span_per_round'])}) | {r['wall_median']:.2f}x "
-                         f"| {r['cpu_median']:.2f}x |")
+                         f"| **{fmt(r.get('span_cpu_median'), 2)}x** | {r['cpu_median']:.2f}x |")
         lines.append("")
         if "seed_cost" in s:
             c, md = s["seed_cost"], s["medians"]
+            own = (f"the trials' own CPU seconds per trial {fmt(md['seeds5'].get('span_cpu_s_per_trial'), 1)} vs "
+                   f"{fmt(md['one_per_process'].get('span_cpu_s_per_trial'), 1)}: **{c['span_cpu_ratio_median']:.2f}x** "
+                   f"(per round {', '.join(f'{v:.2f}' for v in c['span_cpu_ratio_per_round'])}); "
+                   if "span_cpu_ratio_median" in c else "")
             lines += [f"5-seed trial (`hydra.sweeper.objective.seeds=[0,1,2,3,4]`, one trial per process, "
                       f"{s['seed_trials']} trials) against a 1-seed trial (the one-trial-per-process run of the same "
-                      f"round): median trial duration {fmt(md['seeds5']['trial_duration_s_median'], 1)} s vs "
-                      f"{fmt(md['one_per_process']['trial_duration_s_median'], 1)} s, **{c['duration_ratio_median']:.2f}x** "
-                      f"(per round {', '.join(f'{v:.2f}' for v in c['duration_ratio_per_round'])}; target <= 1.5x); "
-                      f"CPU s per trial {c['cpu_ratio_median']:.2f}x; trials/hour (span) "
-                      f"{c['span_ratio_median']:.2f}x fewer.", ""]
+                      f"round; target <= 1.5x): {own}median trial duration "
+                      f"{fmt(md['seeds5']['trial_duration_s_median'], 1)} s vs "
+                      f"{fmt(md['one_per_process']['trial_duration_s_median'], 1)} s, {c['duration_ratio_median']:.2f}x "
+                      f"(per round {', '.join(f'{v:.2f}' for v in c['duration_ratio_per_round'])}); the whole "
+                      f"command's CPU s per trial {c['cpu_ratio_median']:.2f}x (its fixed start-up spread over "
+                      f"{s['seed_trials']} trials against {s['trials']}).", ""]
+    if result.get("breakdown") and "halfcheetah" in result["sweeps"]:
+        lines += breakdown_lines(result["breakdown"], result["sweeps"]["halfcheetah"]["settings"])
     if pilot:
         lines += pilot_lines(pilot)
     if result.get("notes"):
@@ -444,7 +706,11 @@ def main(argv: list[str] | None = None) -> dict | None:
                         help="run these modes only (e.g. --modes population to compare P values)")
     parser.add_argument("--note", action="append", default=[], help="a note kept in the JSON and the section")
     parser.add_argument("--out", type=Path, default=None,
-                        help="write the JSON here (and leave BENCHMARKS.md alone)")
+                        help="the JSON to write (a measuring run then leaves BENCHMARKS.md alone); with --report, "
+                             "the JSON to read")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only measure where a HalfCheetah trial's CPU time goes (in this process, per phase, "
+                             "interleaved; part of every --quick run) and add it to the JSON")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild BENCHMARKS.md's section from bench/results/sweep_trials.json")
     parser.add_argument("--sb3-worker", nargs=3, metavar=("STORAGE", "STUDY", "N"), help=argparse.SUPPRESS)
@@ -469,13 +735,27 @@ def main(argv: list[str] | None = None) -> dict | None:
     started = time.perf_counter()
     populations = args.populations or ([2] if args.quick else [DEFAULT_P])
     rounds = args.rounds or (1 if args.quick else 2)
+    sb3 = available("sb3")
+    out = args.out or RESULTS / ("sweep_trials_quick.json" if args.quick else "sweep_trials.json")
+    if args.breakdown:
+        result = json.loads(out.read_text())
+        result["breakdown"] = run_breakdown(max(populations), args.rounds or (1 if args.quick else 3), args.quick, sb3)
+        result["breakdown"]["command"] = "python -m bench.sweep_trials --breakdown" + (
+            " --quick" if args.quick else "") + (f" --rounds {args.rounds}" if args.rounds else "") + (
+            f" --populations {max(populations)}" if args.populations else "")
+        result["breakdown"]["load_average"] = os.getloadavg()
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"added the breakdown to {out}", flush=True)
+        if not args.quick and args.out is None:
+            write_section(markdown_section(result, _pilot(out)), SECTION_BEGIN, SECTION_END)
+            print("updated BENCHMARKS.md (section 'Sweep throughput')", flush=True)
+        return result
     trials = args.trials or (4 if args.quick else 16)
     seed_trials = args.seed_trials or (2 if args.quick else 4)
     for p in populations:
         if trials % (WORKERS * p):
             print(f"note: {trials} trials are not a multiple of {WORKERS} workers x P={p}: the last population "
                   "jobs run part-filled", flush=True)
-    sb3 = available("sb3")
     command = "python -m bench.sweep_trials" + (" --quick" if args.quick else "")
     extra = []
     for flag, value, default in (("--rounds", args.rounds, None), ("--trials", args.trials, None),
@@ -499,8 +779,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         result["halfcheetah_config_check"] = check_cleanrl_config(args.quick)
     if not sb3:
         result["notes"].append("stable-baselines3 is not installed: the Optuna + SB3 mode was not run")
-    out = args.out or RESULTS / ("sweep_trials_quick.json" if args.quick else "sweep_trials.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.quick and "halfcheetah" in args.sweeps:  # the full run measures it with --breakdown, separately
+        result["breakdown"] = run_breakdown(max(populations), 1, True, sb3)
+        result["breakdown"]["command"] = "python -m bench.sweep_trials --quick"
     for name in args.sweeps:
         result["sweeps"][name] = run_sweep(name, populations, rounds, trials, seed_trials, args.quick, sb3,
                                            args.modes)

@@ -124,7 +124,8 @@ def test_sweep_trials_rates_ratios_and_section(tmp_path, monkeypatch):
 
     def mode(rate, cpu, duration):
         return {"trials_per_hour_span": rate, "trials_per_hour_wall": rate / 2, "trials_per_cpu_hour": 3600 / cpu,
-                "cpu_s_per_trial": cpu, "trial_duration_s_median": duration, "command_wall_s": 1.0}
+                "cpu_s_per_trial": cpu, "trial_duration_s_median": duration, "command_wall_s": 1.0,
+                "span_cpu_s_per_trial": cpu / 2, "trials_per_span_cpu_hour": 7200 / cpu, "span_cores_used": 1.5}
 
     sweep = {"modes": ["population_4", "one_per_process", "sb3", "seeds5"], "trials": 8, "seed_trials": 4,
              "settings": {"description": "d", "iterations": 2, "steps_per_trial": 4096, "overrides": ["a=1"]},
@@ -139,11 +140,13 @@ def test_sweep_trials_rates_ratios_and_section(tmp_path, monkeypatch):
     assert sweep["ratios"]["population_4_over_sb3"]["span_per_round"] == pytest.approx([2.0, 3.0])
     assert sweep["seed_cost"]["duration_ratio_per_round"] == pytest.approx([1.2, 1.4])
     assert sweep["seed_cost"]["cpu_ratio_median"] == pytest.approx(1.375)
+    assert sweep["seed_cost"]["span_cpu_ratio_per_round"] == pytest.approx([1.25, 1.5])
+    assert sweep["ratios"]["population_4_over_sb3"]["span_cpu_median"] == pytest.approx(2.0)
     result = {"machine": {"cpu_model": "cpu", "nproc": 2}, "load_average_at_start": [1.0, 1.0, 1.0],
               "load_average_at_end": [1.0, 1.0, 1.0], "command": "python -m bench.sweep_trials", "total_wall_s": 60.0,
               "sweeps": {"halfcheetah": sweep}, "notes": ["a note"]}
     text = sweep_trials.markdown_section(result)
-    assert "## Sweep throughput" in text and "**3.50x**" in text and "**1.30x**" in text
+    assert "## Sweep throughput" in text and "**3.50x** (4.00, 3.00)" in text and "**1.38x**" in text
     bench_md = tmp_path / "BENCHMARKS.md"
     bench_md.write_text("# Benchmarks\n\nbefore\n")
     monkeypatch.setattr(population, "BENCHMARKS", bench_md)
@@ -175,10 +178,14 @@ def test_sweep_trials_quick_runs_every_mode(tmp_path):
             assert run["trials"] == expected and run["states"] == {"COMPLETE": expected}, (name, mode)
             assert run["span_s"] > 0 and run["cpu_s"] > 0 and run["command_wall_s"] >= run["span_s"]
             assert run["trials_per_hour_span"] == pytest.approx(3600 * expected / run["span_s"])
+            assert 0 < run["span_cpu_s"] < run["cpu_s"]  # the trials' own CPU: without the start-up
             if mode != "sb3":  # trials trained in population jobs in population mode only
                 assert (run["population_jobs"] > 0) == mode.startswith("population"), (name, mode)
         for key in ["population_2_over_one_per_process"] + [f"population_2_over_{p}" for p in sb3 if name == "halfcheetah"]:
             assert sweep["ratios"][key]["span_median"] > 0
     assert result["sweeps"]["halfcheetah"]["seed_cost"]["duration_ratio_median"] > 0
+    breakdown = result["breakdown"]["median"]
+    assert set(breakdown) == {"population_2", "one_per_process", *sb3, "env_steps_only"}
+    assert all(v["total"] > 0 for v in breakdown.values())
     assert result["halfcheetah_config_check"]["layers"][0] == [{"units": 64, "activation": "tanh"}] * 2
     assert "## Sweep throughput" in sweep_trials.markdown_section(result)
