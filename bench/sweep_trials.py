@@ -41,8 +41,9 @@ one-trial-per-process trial and as an SB3 trial, beside the same env steps alone
 JSON (``--quick`` runs it too, tiny).
 
 Writes bench/results/sweep_trials.json (``--quick``: sweep_trials_quick.json, tiny budgets, nothing in
-BENCHMARKS.md) and replaces the "Sweep throughput" section of BENCHMARKS.md; ``--report`` rebuilds that
-section from the JSON without measuring.
+BENCHMARKS.md) and replaces the "Sweep throughput" section of BENCHMARKS.md (after the population
+comparison above, bench/results/sweep_trials_population_sizes.json, if there); ``python -m bench.report``
+rewrites BENCHMARKS.md without that section: ``--report`` puts it back from the JSON without measuring.
 """
 from __future__ import annotations
 
@@ -425,9 +426,10 @@ def _member_knobs(rng, n: int) -> list[dict]:
     return [{ours: rng.uniform(*bounds) for ours, _, _, bounds in SB3_KNOBS} for _ in range(n)]
 
 
-def cost_ours(size: int, quick: bool, seed: int) -> dict:
+def cost_ours(size: int, quick: bool, seed: int, seeds_of_one_trial: bool = False) -> dict:
     """CPU seconds of `size` HalfCheetah trials of the sweep trained as one agent (size 1: the
-    single-run agent a one-trial-per-process trial builds), per phase, per trial."""
+    single-run agent a one-trial-per-process trial builds), per phase, per trial; with
+    ``seeds_of_one_trial``, of one trial's `size` seeds (the same knobs), for the whole trial."""
     import random
 
     from omegaconf import OmegaConf
@@ -448,29 +450,41 @@ def cost_ours(size: int, quick: bool, seed: int) -> dict:
     else:
         cfg = compose_config(overrides + [f"population.seeds=[{','.join(str(seed + i) for i in range(size))}]"])
         members = member_configs(cfg)
-        for member, knobs in zip(members, _member_knobs(rng, size)):  # members differ, as a sweep's trials do
+        draws = _member_knobs(rng, 1) * size if seeds_of_one_trial else _member_knobs(rng, size)
+        for member, knobs in zip(members, draws):  # trials differ, as a sweep's do; seeds share their trial's
             for key, value in knobs.items():
                 OmegaConf.update(member, key, value, merge=False)
         agent = build_population(members, [None] * size)
     build = time.process_time() - t0
     collect = agent.collect_rollout = Timed(agent.collect_rollout)
     update = agent.optimize = Timed(agent.optimize)
-    t1 = time.process_time()
+    t1, iteration_s = time.process_time(), []
     for _ in range(settings["iterations"]):
+        start = time.process_time()
         agent.train_iteration()
+        iteration_s.append(time.process_time() - start)
     train = time.process_time() - t1
     t2 = time.process_time()
     agent.evaluate()  # the trial's final evaluation (every member's, at once)
     evaluate = time.process_time() - t2
     out = {"build": build, "collect": sum(collect.cpu), "update": sum(update.cpu),
            "train_other": train - sum(collect.cpu) - sum(update.cpu), "evaluate": evaluate}
-    out = {k: v / size for k, v in out.items()}
+    out = {k: v / (1 if seeds_of_one_trial else size) for k, v in out.items()}
     out["total"] = sum(out.values())
-    if size > 1:  # the evaluation of one member (the others not due) against all of them
+    if size > 1 and not seeds_of_one_trial:
+        # the evaluation of one member (the others not due) against all of them
         t3 = time.process_time()
         agent.evaluate([0])
         out["evaluate_one_member_of_population_s"] = time.process_time() - t3
         out["evaluate_all_members_s"] = evaluate
+        # an iteration with half the slots empty (closed trials, no next trial to refill them with)
+        # against the last one with every slot training
+        for member in range(size // 2, size):
+            agent.remove_member(member)
+        t4 = time.process_time()
+        agent.train_iteration()
+        out["iteration_half_the_slots_empty_s"] = time.process_time() - t4
+        out["iteration_every_slot_training_s"] = iteration_s[-1]
     for env in (agent.env, agent.evaluator.env if agent.evaluator else None):
         if env is not None and hasattr(env, "close"):
             env.close()
@@ -530,7 +544,7 @@ def run_breakdown(population: int, rounds: int, quick: bool, sb3: bool, log=prin
     import torch
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    kinds = [f"population_{population}", "one_per_process"] + (["sb3"] if sb3 else []) + ["env_steps_only"]
+    kinds = [f"population_{population}", "one_per_process"] + (["sb3"] if sb3 else []) + ["seeds5", "env_steps_only"]
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     with contextlib.redirect_stdout(sys.stderr):  # imports and first-call costs stay out of the rounds
         cost_ours(2, True, seed=0)
@@ -544,6 +558,8 @@ def run_breakdown(population: int, rounds: int, quick: bool, sb3: bool, log=prin
                     runs[kind].append(cost_sb3(quick, seed=r))
                 elif kind == "env_steps_only":
                     runs[kind].append(cost_env(quick, seed=r))
+                elif kind == "seeds5":
+                    runs[kind].append(cost_ours(len(SEEDS), quick, seed=r, seeds_of_one_trial=True))
                 else:
                     runs[kind].append(cost_ours(population if kind.startswith("population_") else 1, quick, seed=r))
         log(f"[breakdown] round {r + 1}/{rounds}: " + ", ".join(f"{k} {runs[k][-1]['total']:.2f}" for k in kinds)
@@ -552,9 +568,11 @@ def run_breakdown(population: int, rounds: int, quick: bool, sb3: bool, log=prin
     out = {"population": population, "rounds": rounds, "threads": 1, "per_round": runs,
            "median": {k: {f: med([v[f] for v in vs]) for f in vs[0]} for k, vs in runs.items()}}
     ratios = {}
-    for k in kinds[1:3]:
+    for k in [k for k in ("one_per_process", "sb3") if k in kinds]:
         ratios[f"{kinds[0]}_over_{k}"] = med([b["total"] / a["total"] for a, b in zip(runs[kinds[0]], runs[k])])
     out["ratio_of_trials_per_cpu_second"] = ratios
+    out["seeds5_over_one_per_process"] = med([b["total"] / a["total"]
+                                              for a, b in zip(runs["one_per_process"], runs["seeds5"])])
     return out
 
 
@@ -566,7 +584,7 @@ def breakdown_lines(b: dict, settings: dict) -> list[str]:
              f"the final evaluation: {settings['eval_envs']} envs x {settings['eval_steps']} steps), CPU seconds "
              f"per trial, in one process on one torch thread, {b['rounds']} interleaved rounds (median). "
              f"Population: one agent of P = {b['population']} trials with different sampled e_clip, tau and "
-             "log-std, its costs divided by P. collect = `collect_rollout` / SB3's `collect_rollouts` (env steps + "
+             "log-std, its costs divided by P; 5 seeds: one trial's 5 seeds as one agent, the whole trial. collect = `collect_rollout` / SB3's `collect_rollouts` (env steps + "
              "policy), update = `optimize` / SB3's `train`; env steps only = the same number of gymnasium "
              "HalfCheetah steps with random actions, no policy.", "",
              "| trial | " + " | ".join(phases) + " |", "|---|" + "---:|" * len(phases)]
@@ -575,12 +593,18 @@ def breakdown_lines(b: dict, settings: dict) -> list[str]:
                      + " | ".join(fmt(v.get(f), 2) for f in phases) + " |")
     lines.append("")
     ratios = ", ".join(f"{mode_text(k.split('_over_')[1])} {v:.2f}x" for k, v in b["ratio_of_trials_per_cpu_second"].items())
-    lines += [f"Trials per CPU-second of the population over: {ratios}.", ""]
+    lines += [f"Trials per CPU-second of the population over: {ratios}. A 5-seed trial (its seeds as one "
+              f"population) costs {b['seeds5_over_one_per_process']:.2f}x a 1-seed trial here, before the sweep's "
+              "per-seed W&B runs, output dirs and checkpoints.", ""]
     pop = m[f"population_{b['population']}"]
     if "evaluate_one_member_of_population_s" in pop:
         lines += [f"Evaluating one member of the population of {b['population']} (`agent.evaluate([0])`, the others "
                   f"not due) takes {pop['evaluate_one_member_of_population_s']:.2f} CPU s, evaluating all of them "
-                  f"{pop['evaluate_all_members_s']:.2f} CPU s.", ""]
+                  f"{pop['evaluate_all_members_s']:.2f} CPU s."
+                  + (f" An iteration with half the slots empty (`remove_member`, nothing to refill them with) takes "
+                     f"{pop['iteration_half_the_slots_empty_s']:.2f} CPU s, one with every slot training "
+                     f"{pop['iteration_every_slot_training_s']:.2f} CPU s." if "iteration_half_the_slots_empty_s" in pop
+                     else ""), ""]
     return lines
 
 

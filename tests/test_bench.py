@@ -185,7 +185,7 @@ def test_sweep_trials_quick_runs_every_mode(tmp_path):
             assert sweep["ratios"][key]["span_median"] > 0
     assert result["sweeps"]["halfcheetah"]["seed_cost"]["duration_ratio_median"] > 0
     breakdown = result["breakdown"]["median"]
-    assert set(breakdown) == {"population_2", "one_per_process", *sb3, "env_steps_only"}
+    assert set(breakdown) == {"population_2", "one_per_process", *sb3, "seeds5", "env_steps_only"}
     assert all(v["total"] > 0 for v in breakdown.values())
     assert result["halfcheetah_config_check"]["layers"][0] == [{"units": 64, "activation": "tanh"}] * 2
     assert "## Sweep throughput" in sweep_trials.markdown_section(result)
