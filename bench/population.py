@@ -397,11 +397,13 @@ def _pair(entry: dict, peer: str) -> str:
     return f"{entry[f'ratio_over_{peer}_median']:.2f} ({entry[f'cpu_ratio_over_{peer}_median']:.2f})"
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, begin: str = SECTION_BEGIN, end: str = SECTION_END) -> None:
+    """Replace BENCHMARKS.md's section between the markers ``begin`` and ``end`` with ``text``
+    (appended when the file has no such section)."""
     old = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
-    if SECTION_BEGIN in old and SECTION_END in old:
-        head, rest = old.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         new = head + text + ("\n" + tail if tail else "")
     else:
         new = old.rstrip("\n") + "\n\n" + text

@@ -97,3 +97,95 @@ def test_report_builds_from_results(tmp_path, monkeypatch):
     text = report.build()
     assert "| rsl_rl | 1 | 1 - 1 | 3.00 |" in text  # wall figures; CPU ones absent here
     assert "**3.00x**, meets the 1.5x target" in text
+
+
+def _frozen(number, start, end):
+    import datetime
+
+    import optuna
+    t0 = datetime.datetime(2026, 1, 1)
+    return optuna.trial.FrozenTrial(
+        number=number, state=optuna.trial.TrialState.COMPLETE, value=0.0, values=None,
+        datetime_start=t0 + datetime.timedelta(seconds=start), datetime_complete=t0 + datetime.timedelta(seconds=end),
+        params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=number)
+
+
+def test_sweep_trials_rates_ratios_and_section(tmp_path, monkeypatch):
+    """bench.sweep_trials' arithmetic on made-up trials: trials/hour over the span, the within-round
+    ratios and their medians, the 5-seed cost; the section is replaced, not appended twice."""
+    import datetime
+
+    from bench import population, sweep_trials
+    t0 = datetime.datetime(2026, 1, 1).timestamp()
+    run = sweep_trials.summarise([_frozen(0, 10, 20), _frozen(1, 11, 30)], t0, t0 + 40, cpu=8.0)
+    assert run["span_s"] == pytest.approx(20.0) and run["trials_per_hour_span"] == pytest.approx(360.0)
+    assert run["trials_per_hour_wall"] == pytest.approx(180.0) and run["cpu_s_per_trial"] == pytest.approx(4.0)
+    assert run["trial_duration_s_median"] == pytest.approx(14.5) and run["first_trial_start_after_s"] == pytest.approx(10)
+
+    def mode(rate, cpu, duration):
+        return {"trials_per_hour_span": rate, "trials_per_hour_wall": rate / 2, "trials_per_cpu_hour": 3600 / cpu,
+                "cpu_s_per_trial": cpu, "trial_duration_s_median": duration, "command_wall_s": 1.0,
+                "span_cpu_s_per_trial": cpu / 2, "trials_per_span_cpu_hour": 7200 / cpu, "span_cores_used": 1.5}
+
+    sweep = {"modes": ["population_4", "one_per_process", "sb3", "seeds5"], "trials": 8, "seed_trials": 4,
+             "settings": {"description": "d", "iterations": 2, "steps_per_trial": 4096, "overrides": ["a=1"]},
+             "rounds": [{"population_4": mode(400, 2, 10), "one_per_process": mode(100, 8, 5),
+                         "sb3": mode(200, 4, 4), "seeds5": mode(60, 10, 6)},
+                        {"population_4": mode(300, 2, 10), "one_per_process": mode(100, 8, 5),
+                         "sb3": mode(100, 4, 4), "seeds5": mode(50, 12, 7)}]}
+    sweep_trials.derive(sweep)
+    r = sweep["ratios"]["population_4_over_one_per_process"]
+    assert r["span_per_round"] == pytest.approx([4.0, 3.0]) and r["span_median"] == pytest.approx(3.5)
+    assert r["cpu_median"] == pytest.approx(4.0)
+    assert sweep["ratios"]["population_4_over_sb3"]["span_per_round"] == pytest.approx([2.0, 3.0])
+    assert sweep["seed_cost"]["duration_ratio_per_round"] == pytest.approx([1.2, 1.4])
+    assert sweep["seed_cost"]["cpu_ratio_median"] == pytest.approx(1.375)
+    assert sweep["seed_cost"]["span_cpu_ratio_per_round"] == pytest.approx([1.25, 1.5])
+    assert sweep["ratios"]["population_4_over_sb3"]["span_cpu_median"] == pytest.approx(2.0)
+    result = {"machine": {"cpu_model": "cpu", "nproc": 2}, "load_average_at_start": [1.0, 1.0, 1.0],
+              "load_average_at_end": [1.0, 1.0, 1.0], "command": "python -m bench.sweep_trials", "total_wall_s": 60.0,
+              "sweeps": {"halfcheetah": sweep}, "notes": ["a note"]}
+    text = sweep_trials.markdown_section(result)
+    assert "## Sweep throughput" in text and "**3.50x** (4.00, 3.00)" in text and "**1.38x**" in text
+    bench_md = tmp_path / "BENCHMARKS.md"
+    bench_md.write_text("# Benchmarks\n\nbefore\n")
+    monkeypatch.setattr(population, "BENCHMARKS", bench_md)
+    path = tmp_path / "sweep_trials.json"
+    path.write_text(json.dumps(result))
+    for _ in range(2):  # --report twice: one section
+        sweep_trials.main(["--report", "--out", str(path)])
+    written = bench_md.read_text()
+    assert written.count(sweep_trials.SECTION_BEGIN) == 1 and written.startswith("# Benchmarks\n\nbefore\n")
+
+
+@pytest.mark.slow
+def test_sweep_trials_quick_runs_every_mode(tmp_path):
+    """``python -m bench.sweep_trials --quick``: every mode of both sweeps runs its trials to the end
+    and the result has the figures the section is made of (structure only, no timing values)."""
+    pytest.importorskip("mujoco")
+    from bench import sweep_trials
+    from bench.peers import available
+    out = tmp_path / "quick.json"
+    result = sweep_trials.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text())["sweeps"].keys() == {"halfcheetah", "ppo_knobs"}
+    sb3 = ["sb3"] if available("sb3") else []
+    assert result["sweeps"]["halfcheetah"]["modes"] == ["population_2", "one_per_process", *sb3, "seeds5"]
+    assert result["sweeps"]["ppo_knobs"]["modes"] == ["population_2", "one_per_process"]
+    for name, sweep in result["sweeps"].items():
+        (round_,) = sweep["rounds"]
+        for mode, run in round_.items():
+            expected = sweep["seed_trials"] if mode == "seeds5" else sweep["trials"]
+            assert run["trials"] == expected and run["states"] == {"COMPLETE": expected}, (name, mode)
+            assert run["span_s"] > 0 and run["cpu_s"] > 0 and run["command_wall_s"] >= run["span_s"]
+            assert run["trials_per_hour_span"] == pytest.approx(3600 * expected / run["span_s"])
+            assert 0 < run["span_cpu_s"] < run["cpu_s"]  # the trials' own CPU: without the start-up
+            if mode != "sb3":  # trials trained in population jobs in population mode only
+                assert (run["population_jobs"] > 0) == mode.startswith("population"), (name, mode)
+        for key in ["population_2_over_one_per_process"] + [f"population_2_over_{p}" for p in sb3 if name == "halfcheetah"]:
+            assert sweep["ratios"][key]["span_median"] > 0
+    assert result["sweeps"]["halfcheetah"]["seed_cost"]["duration_ratio_median"] > 0
+    breakdown = result["breakdown"]["median"]
+    assert set(breakdown) == {"population_2", "one_per_process", *sb3, "seeds5", "env_steps_only"}
+    assert all(v["total"] > 0 for v in breakdown.values())
+    assert result["halfcheetah_config_check"]["layers"][0] == [{"units": 64, "activation": "tanh"}] * 2
+    assert "## Sweep throughput" in sweep_trials.markdown_section(result)
