@@ -81,12 +81,15 @@ def build_population(member_cfgs: list[DictConfig], output_dirs: list[Path | Non
     eval_seeds = None if single else [s + EVAL_SEED_OFFSET for s in seeds]
     eval_env = make_env({**env_spec, "num_envs": eval_envs}, device=device, seed=seeds[0] + EVAL_SEED_OFFSET,
                         member_seeds=eval_seeds)
-    agent_configs: list[PPOAgentConfig] = []
-    for member_cfg in member_cfgs:
-        if member_cfg.agent.model.actor.num_out is None:
-            member_cfg.agent.model.actor.num_out = env.action_dim
-        agent_configs.append(OmegaConf.to_object(member_cfg.agent))
+    agent_configs = [agent_config(member_cfg, env.action_dim) for member_cfg in member_cfgs]
     return PPO(agent_configs, env, device=device, eval_env=eval_env, seed=seeds, output_dirs=output_dirs)
+
+
+def agent_config(cfg: DictConfig, action_dim: int) -> PPOAgentConfig:
+    """The member's PPOAgentConfig; an actor without ``num_out`` gets the env's action size."""
+    if cfg.agent.model.actor.num_out is None:
+        cfg.agent.model.actor.num_out = action_dim
+    return OmegaConf.to_object(cfg.agent)
 
 
 def warm_up(cfg: DictConfig) -> None:

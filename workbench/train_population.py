@@ -20,7 +20,7 @@ from workbench.config import ConfigError, validate
 from workbench.metric_names import EVAL
 from workbench.tracking import Tracker
 from workbench.progress import Progress
-from workbench.train import TrainResult, build_population, resolved_config
+from workbench.train import TrainResult, agent_config, build_population, resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,7 @@ class PopulationRun:
         """Start a fresh member (``cfg``'s knobs and seed) in the closed slot ``slot``, resumed
         from ``checkpoint`` (training state included) if one is given."""
         validate(cfg)
-        if cfg.agent.model.actor.num_out is None:
-            cfg.agent.model.actor.num_out = self.agent.env.action_dim
-        self.agent.insert_member(slot, OmegaConf.to_object(cfg.agent), int(cfg.seed), output_dir)
+        self.agent.insert_member(slot, agent_config(cfg, self.agent.env.action_dim), int(cfg.seed), output_dir)
         if checkpoint is not None:
             self.agent.load_checkpoint(checkpoint, load_training_state=True, member=slot)
         self._open(slot, cfg, output_dir, label)
