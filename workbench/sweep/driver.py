@@ -78,9 +78,7 @@ class StudyDriver:
         budget is spent. Retries (WAITING trials) are always taken first."""
         reap_stale_trials(self.study, self.heartbeat.grace_period, self.heartbeat.max_retry)
         with budget_lock(self.spec, self.study.study_name) as locked:
-            trials = self.study.get_trials(deepcopy=False)
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            if not waiting and budget_used(trials) >= self.n_trials:
+            if self.budget_spent():
                 return None
             trial = self.study.ask()
             # beat at once: between ask and the job's own heartbeat the trial must not look dead
@@ -139,6 +137,12 @@ class StudyDriver:
     def others_running(self) -> bool:
         states = (TrialState.RUNNING, TrialState.WAITING)
         return bool(self.study.get_trials(deepcopy=False, states=states))
+
+    def budget_spent(self) -> bool:
+        """No trial is left to ask: the budget is used and no retry waits."""
+        trials = self.study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        return not waiting and budget_used(trials) >= self.n_trials
 
     def budget_done(self) -> bool:
         """Every trial of the budget finished: nothing running or queued."""

@@ -34,7 +34,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
-from workbench.sweep.driver import StudyDriver, budget_used
+from workbench.sweep.driver import StudyDriver
 from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.factory import is_wilcoxon, make_sampler, seed_sampler_for_worker
 from workbench.sweep.heartbeat import Heartbeats, HeartbeatSettings, enqueue_retry, reap_stale_trials
@@ -44,6 +44,8 @@ from workbench.sweep.resume import (HISTORY, find_resume, kept_metrics, open_his
 from workbench.sweep.space import SearchSpace, parse_search_space
 from workbench.sweep.storage import load_study
 from workbench.sweep.summary import progress_line
+from workbench.sweep.trial import (ObjectiveNotFinite, TrialOutcome, _fail, _objective_value, _require_logged,
+                                   _Seen, link_run, link_seed_run)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,6 @@ class _Entry:
     seen: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from workbench.sweep.trial import _Seen
-
         self.trackers = [ObjectiveTracker(self.settings) for _ in self.slots]
         self.seen = [_Seen() for _ in self.slots]
 
@@ -185,8 +185,6 @@ class PopulationTrials:
             self.run.insert(slot, member_cfg, directory, label, checkpoint=entry.resume)
 
     def _on_start(self, slot: int, info: Mapping[str, Any]) -> None:
-        from workbench.sweep.trial import link_run, link_seed_run
-
         entry = self.entries[slot]
         if self.seeds:
             link_seed_run(entry.trial, self.seeds, entry.slots.index(slot), info)
@@ -194,6 +192,10 @@ class PopulationTrials:
             link_run(entry.trial, info)
 
     # -- the loop ----------------------------------------------------------------------
+    def _running(self) -> list[_Entry]:
+        """Each running trial once (a trial with seeds holds several slots)."""
+        return list({id(e): e for e in self.entries.values()}.values())
+
     def train(self) -> list[Any]:
         """Train until every slot is empty and the budget is spent; the trials' outcomes."""
         with self.heartbeats:
@@ -202,7 +204,7 @@ class PopulationTrials:
                     return []
                 while self.entries:
                     by_slot = {slot: (it, metrics, done) for slot, it, metrics, done in self.run.step()}
-                    for entry in {id(e): e for e in self.entries.values()}.values():
+                    for entry in self._running():
                         verdict = self._observe(entry, by_slot)
                         if verdict is not None:
                             self._end(entry, *verdict)
@@ -252,8 +254,6 @@ class PopulationTrials:
 
     def _end(self, entry: _Entry, state: str, reason: str | None) -> None:
         """Close the trial's members (W&B summary and exit code) and record its outcome."""
-        from workbench.sweep.trial import ObjectiveNotFinite, TrialOutcome, _fail, _objective_value, _require_logged
-
         trial, values = entry.trial, []
         if state == "COMPLETE":
             try:
@@ -308,7 +308,7 @@ class PopulationTrials:
                 self.run.checkpoint()
             except Exception as err:  # the run is broken already; the verdicts matter more
                 log.warning("population job: last.ckpt not written: %s", err)
-        for entry in list({id(e): e for e in self.entries.values()}.values()):
+        for entry in self._running():
             trial = entry.trial
             self._end(entry, "FAIL", reason)
             if not isinstance(exc, Exception):
@@ -378,13 +378,6 @@ def check_population_sweep(population: int, space: SearchSpace, objectives: Any)
             "agent.advantage_normalization.*, the learning rates, ...) or set hydra.sweeper.population=1")
 
 
-def budget_spent(driver: StudyDriver) -> bool:
-    trials = driver.study.get_trials(deepcopy=False)
-    if any(t.state == TrialState.WAITING for t in trials):
-        return False
-    return budget_used(trials) >= driver.n_trials
-
-
 def run_population_jobs(driver: StudyDriver, launch: Callable[[str, int], Any],
                         stop: threading.Event | None = None) -> int:
     """One sweeper slot in population mode: launch population jobs (``launch(token, index)``)
@@ -392,7 +385,7 @@ def run_population_jobs(driver: StudyDriver, launch: Callable[[str, int], Any],
     jobs = 0
     while stop is None or not stop.is_set():
         reap_stale_trials(driver.study, driver.heartbeat.grace_period, driver.heartbeat.max_retry)
-        if budget_spent(driver):
+        if driver.budget_spent():
             if driver.wait_for_running and driver.others_running():
                 time.sleep(min(driver.heartbeat.interval, 1.0))
                 continue
