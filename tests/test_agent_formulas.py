@@ -665,36 +665,22 @@ def test_episode_accounting_matches_a_step_by_step_loop():
     assert torch.equal(running_length, length)
 
 
-@pytest.mark.parametrize("shape", [(4, 8), (512, 64)])  # below and above tanh.MIN_ELEMENTS
-def test_workbench_tanh_matches_torch_tanh_in_value_and_gradient(shape):
-    from workbench.agents.common import tanh as wb_tanh
-
-    x = (torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 3).requires_grad_(True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    grad_out = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
-    y, y_ref = wb_tanh.tanh(x), torch.tanh(x_ref)
-    assert torch.allclose(y, y_ref, atol=3e-7, rtol=0)
-    y.backward(grad_out)
-    y_ref.backward(grad_out)
-    assert torch.allclose(x.grad, x_ref.grad, atol=1e-6, rtol=0)  # (1 - y^2) g from the output
-    with torch.no_grad():
-        assert torch.allclose(wb_tanh.tanh(x), y_ref, atol=3e-7, rtol=0)
-
-
-def test_packed_rollout_gathers_what_per_field_indexing_gives():
+@pytest.mark.parametrize("members", [1, 3])
+def test_packed_rollout_gathers_what_per_field_indexing_gives(members):
     from workbench.agents.common.minibatch import PackedRollout
 
     gen = torch.Generator().manual_seed(3)
-    size = 50
-    data = {"obs": torch.randn(size, 5, generator=gen), "pair": torch.randn(size, 2, 3, generator=gen),
-            "neglogp": torch.randn(size, generator=gen), "dones": torch.rand(size, generator=gen) < 0.3,
-            "value": torch.randn(size, 1, generator=gen), "steps": torch.arange(size),
-            "wide": torch.randn(size, 2, generator=gen, dtype=torch.float64)}
-    idx = torch.randperm(size, generator=gen)[:17]
-    got = PackedRollout({k: v.unsqueeze(0) for k, v in data.items()}).gather(idx.unsqueeze(0))  # P = 1
+    P, size = members, 50
+    data = {"obs": torch.randn(P, size, 5, generator=gen), "pair": torch.randn(P, size, 2, 3, generator=gen),
+            "neglogp": torch.randn(P, size, generator=gen), "dones": torch.rand(P, size, generator=gen) < 0.3,
+            "value": torch.randn(P, size, 1, generator=gen), "steps": torch.arange(P * size).view(P, size),
+            "wide": torch.randn(P, size, 2, generator=gen, dtype=torch.float64)}
+    idx = torch.stack([torch.randperm(size, generator=gen)[:17] for _ in range(P)])  # each member its own rows
+    got = PackedRollout(data).gather(idx)
     assert list(got) == list(data)
     for key, value in data.items():
-        assert got[key].dtype == value.dtype and torch.equal(got[key], value[idx].unsqueeze(0)), key
+        expected = torch.stack([value[p, idx[p]] for p in range(P)])
+        assert got[key].dtype == value.dtype and torch.equal(got[key], expected), key
 
 
 def test_mean_accumulator_averages_each_key_over_the_minibatches_that_had_it():

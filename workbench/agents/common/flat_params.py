@@ -42,9 +42,7 @@ class FlatParameters:
         dtype = self.params[0].dtype if self.params else torch.float32
         self.data = torch.empty(P, n, device=device, dtype=dtype)
         self.grad = torch.zeros(P, n, device=device, dtype=dtype)
-        # which parameter each column belongs to, for per-parameter norms in one index_add
-        self.segment = torch.repeat_interleave(torch.arange(len(self.params), device=device),
-                                               torch.tensor(self.sizes, device=device))
+        self.grad_slices: list[torch.Tensor] = []  # [P, size] per parameter, views of ``grad``
         offset = 0
         with torch.no_grad():
             for p, size in zip(self.params, self.sizes):
@@ -52,15 +50,19 @@ class FlatParameters:
                 view.copy_(p.detach().reshape(P, size))
                 p.data = view.view(p.shape)
                 p.grad = self.grad[:, offset:offset + size].view(p.shape)
+                self.grad_slices.append(self.grad[:, offset:offset + size])
                 offset += size
 
     def zero_grad(self) -> None:
         self.grad.zero_()
 
-    def per_param_sq_norms(self) -> torch.Tensor:
-        """[P, num_params] squared L2 norms of each parameter's gradient, per member."""
-        out = torch.zeros(self.num_members, len(self.params), device=self.grad.device, dtype=self.grad.dtype)
-        return out.index_add_(1, self.segment, self.grad.square())
+    def per_param_norms(self) -> torch.Tensor:
+        """[P, num_params] L2 norms of each parameter's gradient, per member (clip_grad_norm_'s
+        per-parameter norms; one reduction per parameter beats one index_add over the buffer,
+        which scatters every element)."""
+        if not self.grad_slices:
+            return self.grad.new_zeros(self.num_members, 0)
+        return torch.stack([torch.linalg.vector_norm(g, dim=1) for g in self.grad_slices], dim=1)
 
     def member_slices(self, member: int) -> list[torch.Tensor]:
         return [p.detach()[member] for p in self.params]

@@ -40,8 +40,8 @@ class GradStep:
 def inspect_and_clip(flat: FlatParameters, clip_val: torch.Tensor, check_magnitude: bool, fail_on_bad: bool,
                      name: str, members: torch.Tensor) -> GradStep:
     """Measure, judge and clip the gradients of the members where ``members`` ([P] bool) is set."""
-    per_param_sq = flat.per_param_sq_norms()  # [P, num_params]
-    total = per_param_sq.sum(1).sqrt()
+    per_param = flat.per_param_norms()  # [P, num_params]
+    total = torch.linalg.vector_norm(per_param, dim=1)  # the norm of the norms, as clip_grad_norm_
     bad = ~torch.isfinite(total)
     if check_magnitude:
         bad |= total > BAD_GRAD_NORM
@@ -53,7 +53,7 @@ def inspect_and_clip(flat: FlatParameters, clip_val: torch.Tensor, check_magnitu
     if bool((coef < 1.0).any()):
         flat.grad.mul_(coef.unsqueeze(1))
     after = total * coef
-    return GradStep(total, after, bad, flat.names, per_param_sq.sqrt() if check_magnitude else None)
+    return GradStep(total, after, bad, flat.names, per_param if check_magnitude else None)
 
 
 def _describe_bad(flat: FlatParameters, name: str, bad: torch.Tensor, total: torch.Tensor) -> str:

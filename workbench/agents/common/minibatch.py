@@ -25,13 +25,20 @@ class PackedRollout:
         self.packed = (torch.cat([data[k].reshape(P, size, -1) for k in self.packed_keys], dim=2)
                        if self.packed_keys else None)
         self.others = {k: v for k, v in data.items() if k not in self.shapes}  # bool, int, float64
-        self.members = torch.arange(P, device=first.device).unsqueeze(1)
+        self.size = size
+        self.row_offsets = torch.arange(P, device=first.device).unsqueeze(1) * size
 
     def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """Rows ``idx[p]`` of member p ([P, B] indices) of every field, in the fields' original order."""
         P, B = idx.shape
         out: dict[str, torch.Tensor] = {}
-        take = (lambda v: v.index_select(1, idx[0])) if P == 1 else (lambda v: v[self.members, idx])
+        # member p's rows are rows p * size + idx[p] of the [P * size, ...] flattening: one
+        # index_select of whole rows (advanced indexing [members, idx] is several times slower)
+        flat_idx = idx[0] if P == 1 else (idx + self.row_offsets).reshape(-1)
+
+        def take(v: torch.Tensor) -> torch.Tensor:
+            return v.reshape(P * self.size, *v.shape[2:]).index_select(0, flat_idx).view(P, B, *v.shape[2:])
+
         if self.packed is not None:
             rows = take(self.packed)
             for key, part in zip(self.packed_keys, rows.split(self.widths, dim=2)):

@@ -22,7 +22,6 @@ from torch import nn
 from workbench.agents.common import config as cfgs
 from workbench.agents.common.running_mean_std import RunningMeanStd
 from workbench.agents.common.stacked import StackedLayerNorm, StackedLinear
-from workbench.agents.common.tanh import tanh as fast_tanh
 from workbench.agents.targets import accepted_targets, canonical_target
 
 ACTIVATIONS = {  # ProtoMotions' (relu, tanh, elu, selu, gelu, silu, sigmoid), plus mish and identity
@@ -41,11 +40,10 @@ def make_activation(name: str | None) -> nn.Module:
 
 # Layers whose module call (hooks, dispatch: ~4 us each) can be skipped for the op itself. With
 # 1 env per step the MLP's arithmetic costs less than those calls did. Forward hooks on these
-# layers are therefore not run; hook the MLP's container module instead. Tanh goes through
-# workbench's tanh (faster on large CPU batches, see tanh.py).
+# layers are therefore not run; hook the MLP's container module instead.
 _DIRECT_CALLS = {
     StackedLinear: lambda m, x: m.apply_to(x) if m.in_features is not None else m(x),
-    nn.Tanh: lambda m, x: fast_tanh(x),
+    nn.Tanh: lambda m, x: torch.tanh(x),
     nn.ReLU: lambda m, x: torch.relu(x),
     nn.Identity: lambda m, x: x,
 }

@@ -15,7 +15,13 @@ EPS = 1e-5
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Per-member mean and population variance of ``x`` ([P, B, ...]) over dim 1."""
     x = x.double()
-    return x.mean(1), x.var(1, unbiased=False), x.shape[1]
+    if x.shape[0] == 1:
+        var, mean = torch.var_mean(x, 1, unbiased=False)
+    else:  # torch's CPU var over a middle dim is ~5x slower than two passes on [P, 64, 17]
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).square_().mean(1)
+        mean = mean.squeeze(1)
+    return mean, var, x.shape[1]
 
 
 class RunningMeanStd(nn.Module):
