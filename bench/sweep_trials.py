@@ -14,7 +14,8 @@ its whole budget) and W&B offline (the default):
 
 Modes, one ``workbench sweep`` command each (a fresh study in a scratch directory):
 
-- ``population_P``: ``workbench sweep <name> --workers 2 --population P``;
+- ``population_P``: ``workbench sweep <name> --workers 2 --population P`` (at least 2 x P trials, so
+  both workers' populations fill: trials/hour is a rate);
 - ``one_per_process``: ``workbench sweep <name> --workers 2`` (today's one trial per process);
 - ``sb3`` (halfcheetah only): 2 processes, each running ``optuna`` ``study.optimize`` (N/2 trials) on
   one shared journal-file study; a trial is SB3's PPO configured as ``bench.peers.sb3`` for the same
@@ -348,8 +349,12 @@ def run_mode(name: str, mode: str, settings: dict, trials: int, seed_trials: int
         return run_sb3(trials, quick, log)
     if mode == "seeds5":
         return run_workbench_sweep(name, settings, seed_trials, seeds=SEEDS, log=log)
-    population = int(mode.split("_")[1]) if mode.startswith("population_") else None
-    return run_workbench_sweep(name, settings, trials, population=population, log=log)
+    if not mode.startswith("population_"):
+        return run_workbench_sweep(name, settings, trials, log=log)
+    # enough trials to fill every worker's population once: trials/hour is a rate, and a
+    # population left half empty measures the empty slots, not the population
+    population = int(mode.split("_")[1])
+    return run_workbench_sweep(name, settings, max(trials, WORKERS * population), population=population, log=log)
 
 
 def rotate(items: list, k: int) -> list:

@@ -268,3 +268,46 @@ def test_member_index_out_of_range_is_refused():
         pop.member_state_dict(2)
     with pytest.raises(ValueError, match="holds 3 members"):
         pop.load_state_dict({"members": [pop.member_state_dict(0)] * 3})
+
+
+@pytest.mark.parametrize("case", ["gym_pendulum", "halfcheetah", "wrapper", "pendulum"])
+def test_a_skipped_member_is_left_alone_and_goes_on_as_if_paused(case):
+    """skip_members: the others step exactly as their single envs; a member skipped for a while
+    (in envs that step members one by one) is not stepped, reports reward 0 and no episode
+    end, and then goes on as its single env would had it been paused. A batched torch env may
+    step it anyway (one op either way): there only the others are checked."""
+    pop, singles = build(case, SEEDS)
+    n, steps = singles[0].num_envs, CASES[case][2]
+    really_skips = isinstance(pop, (GymVectorEnv, PopulationEnv))
+    actions = torch.Generator().manual_seed(4)
+    done = torch.zeros(pop.num_envs, dtype=torch.bool)
+    skipped_steps = 0
+    for t in range(steps):
+        skipping = 3 <= t < 8
+        pop.skip_members([False, skipping, False])
+        ids = done.nonzero().squeeze(-1)
+        obs = pop.reset(ids)
+        for i, env in enumerate(singles):
+            expected = env.reset(member_ids(ids, i, n))
+            if really_skips or i != 1:
+                assert torch.equal(obs["obs"][i * n:(i + 1) * n], expected["obs"]), (t, i)
+        action = torch.randn(pop.num_envs, pop.action_dim, generator=actions) * 1.5
+        result = pop.step(action)
+        for i, (env, part) in enumerate(zip(singles, action.split(n))):
+            rows = slice(i * n, (i + 1) * n)
+            if i == 1 and skipping:
+                if really_skips:
+                    assert torch.equal(result.obs["obs"][rows], env.get_obs()["obs"]), t
+                    assert not result.reward[rows].any() and not result.dones[rows].any(), t
+                    skipped_steps += 1
+                continue
+            expected = as_dict(env.step(part))
+            if really_skips or i != 1:
+                got = {k: v[rows] if torch.is_tensor(v) else {e: x[rows] for e, x in v.items()}
+                       for k, v in as_dict(result).items()}
+                assert_same(got, expected)
+        done = result.dones
+    assert skipped_steps == (5 if really_skips else 0)
+    with pytest.raises(ValueError, match="skip mask has 2 entries for 3 members"):
+        pop.skip_members([True, False])
+    close_all(pop, *singles)

@@ -220,3 +220,45 @@ def test_a_population_of_8_learns_like_8_single_runs():
                       for s in seeds]
     assert min(population_returns) > -600 and min(single_returns) > -600  # random: about -1200
     assert mannwhitneyu(population_returns, single_returns).pvalue > 0.01, (population_returns, single_returns)
+
+
+def count_sub_env_steps(env) -> list[int]:
+    """Count each gymnasium sub-env's steps from now on (the list fills in as they run)."""
+    counts = [0] * env.num_envs
+    for i, sub_env in enumerate(env.envs.envs):
+        def counted(action, i=i, step=sub_env.step):
+            counts[i] += 1
+            return step(action)
+        sub_env.step = counted
+    return counts
+
+
+def test_only_the_members_evaluated_or_training_step_their_gymnasium_envs():
+    """An evaluation of some members steps only their eval envs and gives what evaluating
+    everyone gives them; an empty slot's training envs stand still while the others go on
+    exactly as their single runs."""
+    from workbench.agents.base.config import EvaluatorConfig
+    from workbench.envs.gym_adapter import GymVectorEnv
+
+    seeds, n, eval_steps = [1, 2, 3], 2, 15
+    config = agent_config(normalize_obs=True, evaluator=EvaluatorConfig(eval_metrics_every=None, max_eval_steps=eval_steps))
+
+    def envs(member_seeds):
+        return GymVectorEnv("Pendulum-v1", num_envs=n, member_seeds=member_seeds)
+
+    pop = PPO([config] * 3, envs(seeds), seed=seeds, eval_env=envs([s + 100 for s in seeds]))
+    pop.train_iteration()
+    everyone = pop.evaluate()
+    eval_steps_taken = count_sub_env_steps(pop.evaluator.env)
+    one = pop.evaluate([1])
+    assert list(one) == [1] and one[1] == everyone[1]
+    assert eval_steps_taken == [0, 0] + [eval_steps] * n + [0, 0]
+
+    pop.remove_member(2)
+    train_steps_taken = count_sub_env_steps(pop.env)
+    pop.train_iteration()
+    assert train_steps_taken == [config.num_steps] * (2 * n) + [0, 0]
+    single = PPO(config, GymVectorEnv("Pendulum-v1", num_envs=n, seed=seeds[0]), seed=seeds[0])
+    for _ in range(2):
+        single.train_iteration()
+    assert worst_relative_difference(single, pop, 0) <= REL_TOL

@@ -25,6 +25,9 @@
   TimeLimit stays, it is the truncation. In ``sync`` mode the adapter steps the sub-envs
   itself straight into float32 arrays, skipping the vector env's info merging and copies
   (``bench/gym_step_cost.py`` measures what that saves).
+- ``skip_members`` (sync mode): the skipped members' sub-envs are not stepped at all (their
+  obs stay, reward 0, no episode end), so an empty slot or a member not being evaluated costs
+  no MuJoCo steps. Async mode steps every sub-env (the vector env steps them all at once).
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ import torch
 from tensordict import TensorDict
 
 from workbench.envs.base import StepResult, as_env_ids
-from workbench.envs.population import MemberStateMixin, member_seed_list
+from workbench.envs.population import MemberStateMixin, member_seed_list, skipped_list
 
 
 class GymVectorEnv(MemberStateMixin):
@@ -93,6 +96,7 @@ class GymVectorEnv(MemberStateMixin):
         # few envs costs a fraction of a torch op's dispatch
         self._progress = np.zeros(num_envs, dtype=np.int64)
         self._ended = np.zeros(num_envs, dtype=np.bool_)  # ended in gymnasium's eyes, not reset yet
+        self._stepped: np.ndarray | None = None  # sub-envs stepped (skip_members); None: all
         self._on_cpu = self.device.type == "cpu"
         self._batch_size = torch.Size([num_envs])
         # sub-env j of member i gets seed_i + j, as in member i's single env
@@ -146,17 +150,32 @@ class GymVectorEnv(MemberStateMixin):
         tensor = torch.from_numpy(array)
         return tensor if self._on_cpu else tensor.to(self.device)
 
+    def skip_members(self, mask: Sequence[bool] | torch.Tensor) -> None:
+        skipped = skipped_list(mask, self.num_members)
+        if self._sub_envs is None or not any(skipped):
+            self._stepped = None
+            return
+        self._stepped = np.repeat(~np.array(skipped, dtype=np.bool_), self.member_num_envs)
+
     def step(self, action: torch.Tensor) -> StepResult:
-        if self._ended.any():
-            raise RuntimeError(f"{self.gym_id}: step() on sub-envs {np.flatnonzero(self._ended).tolist()} that ended "
+        stepped = self._stepped
+        ended = self._ended if stepped is None else self._ended & stepped
+        if ended.any():
+            raise RuntimeError(f"{self.gym_id}: step() on sub-envs {np.flatnonzero(ended).tolist()} that ended "
                                "and were not reset; call reset(done_ids) first (autoreset is disabled)")
         env_action = self.scale_action(action).astype(self._action_dtype, copy=False).reshape(self._action_shape)
         obs, reward, terminated, gym_truncated = self._step_envs(env_action)
         self._set_obs(obs)
-        self._progress += 1
-        self._ended = terminated | gym_truncated
+        if stepped is None:
+            self._progress += 1
+            self._ended = terminated | gym_truncated
+        else:  # a skipped sub-env neither ages nor ends
+            self._progress += stepped
+            self._ended = np.where(stepped, terminated | gym_truncated, self._ended)
 
         truncated = (gym_truncated | (self._progress >= self.max_episode_length)) & ~terminated
+        if stepped is not None:
+            truncated &= stepped
         terminate = self._tensor(terminated.astype(np.float32))
         extras = {"terminate": terminate, "termination/env": terminate}
         return StepResult(self._obs_td, self._tensor(reward), self._tensor(terminated), self._tensor(truncated), extras)
@@ -167,12 +186,21 @@ class GymVectorEnv(MemberStateMixin):
             obs, reward, terminated, truncated, _ = self.envs.step(action)
             return (np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1), np.asarray(reward, dtype=np.float32),
                     np.asarray(terminated, dtype=np.bool_), np.asarray(truncated, dtype=np.bool_))
-        obs = np.empty((self.num_envs, *self._obs_shape), dtype=np.float32)
-        reward = np.empty(self.num_envs, dtype=np.float32)
-        terminated = np.empty(self.num_envs, dtype=np.bool_)
-        truncated = np.empty(self.num_envs, dtype=np.bool_)
-        for i, env in enumerate(self._sub_envs):
-            obs[i], reward[i], terminated[i], truncated[i], _ = env.step(action[i])
+        if self._stepped is None:
+            obs = np.empty((self.num_envs, *self._obs_shape), dtype=np.float32)
+            reward = np.empty(self.num_envs, dtype=np.float32)
+            terminated = np.empty(self.num_envs, dtype=np.bool_)
+            truncated = np.empty(self.num_envs, dtype=np.bool_)
+            for i, env in enumerate(self._sub_envs):
+                obs[i], reward[i], terminated[i], truncated[i], _ = env.step(action[i])
+            return obs.reshape(self.num_envs, -1), reward, terminated, truncated
+        # skipped sub-envs keep their obs and report reward 0 and no end (skip_members)
+        obs = self._obs_np.copy().reshape(self.num_envs, *self._obs_shape)
+        reward = np.zeros(self.num_envs, dtype=np.float32)
+        terminated = np.zeros(self.num_envs, dtype=np.bool_)
+        truncated = np.zeros(self.num_envs, dtype=np.bool_)
+        for i in np.flatnonzero(self._stepped).tolist():
+            obs[i], reward[i], terminated[i], truncated[i], _ = self._sub_envs[i].step(action[i])
         return obs.reshape(self.num_envs, -1), reward, terminated, truncated
 
     def on_epoch_end(self, epoch: int) -> None:

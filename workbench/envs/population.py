@@ -9,6 +9,12 @@ can be checkpointed on its own (``member_state_dict(i)`` is what that single env
 An env class supports populations natively when its constructor takes ``member_seeds``
 (``supports_members``); ``PopulationEnv`` gives any other class the same interface by
 holding P single envs side by side.
+
+``skip_members(mask)`` tells an env whose members' outputs the caller will ignore (empty slots,
+members not being evaluated): an env where each member costs its own simulator steps (the
+Gymnasium adapter, ``PopulationEnv``) leaves them unstepped, so an idle member costs nothing;
+a batched torch env steps everyone anyway (one op either way). A skipped member's envs keep
+their state, report reward 0 and no episode end, and step again once the mask drops them.
 """
 from __future__ import annotations
 
@@ -58,6 +64,11 @@ class MemberStateMixin:
     num_members: int
     member_num_envs: int
     shared_state_keys: tuple[str, ...] = ()
+
+    def skip_members(self, mask: Sequence[bool] | torch.Tensor) -> None:
+        """A hint: the next steps' outputs of the members where ``mask`` is set are ignored
+        (module docstring). The default steps them anyway."""
+        skipped_list(mask, self.num_members)  # checked all the same
 
     def member_slice(self, member: int) -> slice:
         if not 0 <= member < self.num_members:
@@ -161,6 +172,10 @@ class PopulationEnv(MemberStateMixin):
         self.num_envs = self.num_members * self.member_num_envs
         self.action_dim, self.device, self.dt = first.action_dim, first.device, first.dt
         self.max_episode_length = first.max_episode_length
+        self._skipped = [False] * self.num_members
+
+    def skip_members(self, mask: Sequence[bool] | torch.Tensor) -> None:
+        self._skipped = skipped_list(mask, self.num_members)
 
     @property
     def max_episode_length(self) -> int:
@@ -185,7 +200,14 @@ class PopulationEnv(MemberStateMixin):
         return torch.cat(obs)
 
     def step(self, action: torch.Tensor) -> StepResult:
-        results = [env.step(part) for env, part in zip(self.envs, action.split(self.member_num_envs))]
+        stepped = [not skip for skip in self._skipped]
+        if not any(stepped):
+            stepped = [True] * self.num_members
+        parts = action.split(self.member_num_envs)
+        results = [env.step(part) if go else None for env, part, go in zip(self.envs, parts, stepped)]
+        template = next(r for r in results if r is not None)
+        results = [r if r is not None else _idle_result(env.get_obs(), template)
+                   for env, r in zip(self.envs, results)]
         # member-major; a member env's scalar extra becomes that member's one value
         extras = {key: torch.cat([r.extras[key].reshape(-1) for r in results]) for key in results[0].extras}
         return StepResult(torch.cat([r.obs for r in results]), torch.cat([r.reward for r in results]),
@@ -224,3 +246,18 @@ class PopulationEnv(MemberStateMixin):
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def skipped_list(mask: Sequence[bool] | torch.Tensor, num_members: int) -> list[bool]:
+    """``skip_members``' mask as one bool per member, checked."""
+    skipped = [bool(x) for x in (mask.tolist() if torch.is_tensor(mask) else mask)]
+    if len(skipped) != num_members:
+        raise ValueError(f"skip mask has {len(skipped)} entries for {num_members} members")
+    return skipped
+
+
+def _idle_result(obs: TensorDict, like: StepResult) -> StepResult:
+    """What a skipped member reports: its current obs, reward 0, no episode end, zero extras."""
+    n = obs.batch_size[0]
+    return StepResult(obs, like.reward.new_zeros(n), like.terminated.new_zeros(n), like.truncated.new_zeros(n),
+                      {key: value.new_zeros(value.shape) for key, value in like.extras.items()})

@@ -9,6 +9,7 @@ and consumes no global RNG (it runs the mean path of the actor only).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 
@@ -39,14 +40,30 @@ class Evaluator:
         return out
 
     @torch.no_grad()
-    def evaluate(self, actor, num_members: int = 1) -> list[dict[str, float]]:
-        """Run the mean policy for max_eval_steps; return eval/* metrics (floats), one dict per member.
+    def evaluate(self, actor, num_members: int = 1, members: Sequence[int] | None = None
+                 ) -> dict[int, dict[str, float]]:
+        """Run the mean policy for max_eval_steps; return eval/* metrics (floats) of each of
+        ``members`` (default: all).
 
-        The env holds ``num_members`` x n envs, member-major; member p acts on its own n envs."""
+        The env holds ``num_members`` x n envs, member-major; member p acts on its own n envs.
+        The other members' envs are skipped (``skip_members``): evaluating one member of a
+        population costs one member's env steps where the env steps members one by one."""
+        P = num_members
+        members = list(range(P)) if members is None else sorted(set(members))
         env = self.env
         env.load_state_dict(copy.deepcopy(self._initial_state))
+        skip = getattr(env, "skip_members", None)
+        if skip is not None and P > 1:
+            wanted = set(members)
+            skip([p not in wanted for p in range(P)])
+        try:
+            return self._run(env, actor, P, members)
+        finally:
+            if skip is not None and P > 1:
+                skip([False] * P)
+
+    def _run(self, env, actor, P: int, members: list[int]) -> dict[int, dict[str, float]]:
         obs = env.reset()
-        P = num_members
         n = env.num_envs // P
         device = env.device
         ep_return = torch.zeros(P, n, device=device)
@@ -93,8 +110,8 @@ class Evaluator:
         returns = torch.where(finished, done_return / done_count.clamp(min=1), ep_return.double().mean(1))
         lengths = torch.where(finished, done_length / done_count.clamp(min=1), ep_length.double().mean(1))
         episodes = torch.where(finished, done_count, torch.full_like(done_count, n))
-        out = []
-        for p in range(P):
+        out = {}
+        for p in members:
             metrics = {EVAL.episode_reward: returns[p].item(), EVAL.episode_length: lengths[p].item(),
                        EVAL.num_episodes: episodes[p].item(), EVAL.num_evaluated: float(n)}
             if any(t is not None for t, _ in components.values()):
@@ -107,5 +124,5 @@ class Evaluator:
                     v = torch.stack([x[p] for x in values])
                     metrics.update({f"eval/{name}/mean": v.mean().item(), f"eval/{name}/max": v.max().item(),
                                     f"eval/{name}/min": v.min().item()})
-            out.append(metrics)
+            out[p] = metrics
         return out

@@ -166,6 +166,8 @@ class PPO(BaseAgent):
         """Run every env for num_steps with the stochastic policy; fill a [P, T, N] buffer."""
         P, T, N, dev = self.num_members, self.num_steps, self.num_envs, self.device
         self.model.eval()
+        if P > 1 and hasattr(self.env, "skip_members"):  # an empty slot's envs need not run
+            self.env.skip_members(~self.active)
         buf: dict[str, torch.Tensor] = {}
         extras_steps: dict[str, list[torch.Tensor]] = {}
 
@@ -482,9 +484,9 @@ class PPO(BaseAgent):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, members: Sequence[int] | None = None) -> dict[int, dict[str, float]]:
-        """Evaluate every member (all members' envs run at once); report and keep ``members``'."""
+        """Evaluate ``members`` (default: all; their envs run at once, the others' are skipped)."""
         members = list(range(self.num_members)) if members is None else list(members)
-        results = self.evaluator.evaluate(self.model.actor, self.num_members)
+        results = self.evaluator.evaluate(self.model.actor, self.num_members, members)
         out = {}
         for p in members:
             metrics = results[p]
