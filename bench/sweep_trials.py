@@ -725,8 +725,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(prog="python -m bench.sweep_trials", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, P = 2, 4 trials, 1 round")
     parser.add_argument("--rounds", type=int, default=None, help="default 2")
-    parser.add_argument("--trials", type=int, default=None, help="trials per mode, a multiple of 2 workers x P "
-                        "(default 16)")
+    parser.add_argument("--trials", type=int, default=None, help="trials per mode (default 16); a population mode "
+                        "runs at least 2 workers x P")
     parser.add_argument("--seed-trials", type=int, default=None, help="trials of the 5-seed run (default 4)")
     parser.add_argument("--populations", nargs="+", type=int, default=None,
                         help=f"P values (default {DEFAULT_P}: see {PILOT.name})")
@@ -782,7 +782,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     trials = args.trials or (4 if args.quick else 16)
     seed_trials = args.seed_trials or (2 if args.quick else 4)
     for p in populations:
-        if trials % (WORKERS * p):
+        if max(trials, WORKERS * p) % (WORKERS * p):
             print(f"note: {trials} trials are not a multiple of {WORKERS} workers x P={p}: the last population "
                   "jobs run part-filled", flush=True)
     command = "python -m bench.sweep_trials" + (" --quick" if args.quick else "")
