@@ -364,7 +364,8 @@ def markdown_section(result: dict) -> str:
              "", f"Reproduce: `{result['command']}` ({result['total_wall_s'] / 60:.1f} min).", ""]
     for name, w in result["workloads"].items():
         comps = w["comparators"]
-        lines += [f"### {name}", "", w["description"] + ".", "",
+        lines += [f"### {name}", "", w["description"] + "."
+                  + (f" Measured by an earlier run: `{w['measured_by']}`." if "measured_by" in w else ""), "",
                   f"{w['rounds']} rounds x {w['iterations_per_measurement']} iteration(s) per measurement, after "
                   "1 warm-up iteration. Comparators (median steps/s, wall): "
                   + ", ".join(f"{c} {fmt(v['sps_median'])}" for c, v in comps.items())
@@ -422,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--note", action="append", default=[], help="a note kept in the JSON and the section")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other workloads of bench/results/population.json (replace only those measured)")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild BENCHMARKS.md's section from bench/results/population.json "
                              "(python -m bench.report rewrites BENCHMARKS.md without it)")
@@ -462,12 +465,21 @@ def main(argv: list[str] | None = None) -> None:
         extra += ["--peers", *args.peers]
     if args.rounds:
         extra += ["--rounds", str(args.rounds)]
+    if args.merge:
+        extra += ["--merge"]
     if extra:
         command += " " + shlex.join(extra)
     result = {"command": command, "quick": args.quick, "threads": 1, "square_matmul_gflops": square,
               "peak_gflops": peak, "machine": machine_info(), "load_average_at_start": os.getloadavg(),
               "workloads": {}, "notes": list(args.note)}
     out = RESULTS / ("population_quick.json" if args.quick else "population.json")
+    if args.merge and out.exists():  # the earlier run's other workloads stay, each with its own command
+        earlier = json.loads(out.read_text())
+        for name, workload in earlier["workloads"].items():
+            if name not in args.workloads:
+                workload.setdefault("measured_by", earlier["command"])
+                result["workloads"][name] = workload
+        result["notes"] = list(dict.fromkeys(earlier.get("notes", []) + result["notes"]))
     for name in args.workloads:
         wsizes = [p for p in sizes if p <= caps.get(name, max(sizes))]
         if len(wsizes) < len(sizes):

@@ -44,8 +44,8 @@ from workbench.sweep.resume import (HISTORY, find_resume, kept_metrics, open_his
 from workbench.sweep.space import SearchSpace, parse_search_space
 from workbench.sweep.storage import load_study
 from workbench.sweep.summary import progress_line
-from workbench.sweep.trial import (ObjectiveNotFinite, TrialOutcome, _fail, _objective_value, _require_logged,
-                                   _Seen, link_run, link_seed_run)
+from workbench.sweep.trial import (ObjectiveNotFinite, SeenMetrics, TrialOutcome, fail_trial, link_run,
+                                   link_seed_run, objective_value, require_logged)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class _Entry:
 
     def __post_init__(self) -> None:
         self.trackers = [ObjectiveTracker(self.settings) for _ in self.slots]
-        self.seen = [_Seen() for _ in self.slots]
+        self.seen = [SeenMetrics() for _ in self.slots]
 
 
 class PopulationTrials:
@@ -258,8 +258,8 @@ class PopulationTrials:
         if state == "COMPLETE":
             try:
                 for tracker, seen in zip(entry.trackers, entry.seen):
-                    _require_logged(self.settings.metric, seen)
-                    values.append(_objective_value(tracker, seen.final_eval)[0])
+                    require_logged(self.settings.metric, seen)
+                    values.append(objective_value(tracker, seen.final_eval)[0])
             except ObjectiveNotFinite as exc:
                 state, reason = "FAIL", str(exc)
         frames = 0
@@ -279,7 +279,7 @@ class PopulationTrials:
         try:
             trial.set_user_attr("frames", frames)
             if state == "FAIL":
-                self.outcomes.append(_fail(self.study, trial, reason or "failed"))
+                self.outcomes.append(fail_trial(self.study, trial, reason or "failed"))
                 return
             trial.set_user_attr("objective_metric", entry.trackers[0].metric_used or "final_eval_return")
             if state == "PRUNED":

@@ -19,6 +19,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from workbench.metric_names import EVAL, INFO
 from workbench.sweep.heartbeat import Heartbeat, enqueue_retry
 from workbench.sweep.factory import is_wilcoxon
 from workbench.sweep.multiobjective import (FINAL_EVAL_KEY, CostTracker, Objectives, missing_metric,
@@ -105,7 +106,7 @@ def run_trial(
                 value = _train(cfg, Path(output_dir), training, trial, settings, objectives)
         except JobRequeued:  # last.ckpt is written: submitit requeues the job and exits, the trial stays RUNNING
             refused = guard.requeue(trial)
-            _fail(study, trial, f"interrupted and not requeued: {type(refused).__name__}: {refused}")
+            fail_trial(study, trial, f"interrupted and not requeued: {type(refused).__name__}: {refused}")
             enqueue_retry(study, storage.get_trial(trial_id), max_retry)
             raise refused from None
         except optuna.TrialPruned as exc:
@@ -113,10 +114,10 @@ def run_trial(
             log.info("trial %d pruned: %s", number, exc)
             return TrialOutcome(number, "PRUNED", storage.get_trial(trial_id).value)
         except ObjectiveNotFinite as exc:
-            return _fail(study, trial, str(exc))
+            return fail_trial(study, trial, str(exc))
         except BaseException as exc:  # an error, Ctrl-C or a SLURM preemption signal
             reason = f"{type(exc).__name__}: {exc}"[:2000]
-            _fail(study, trial, reason)
+            fail_trial(study, trial, reason)
             if not isinstance(exc, Exception):  # interrupted, not broken: run it again later
                 enqueue_retry(study, storage.get_trial(trial_id), max_retry)
             raise
@@ -130,7 +131,7 @@ def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: Objecti
     if objectives is not None and objectives.multi:
         return _train_multi(cfg, output_dir, run_training, trial, settings, objectives)
     tracker = ObjectiveTracker(settings)
-    seen = _Seen()
+    seen = SeenMetrics()
     last = final_iteration(cfg)
 
     def on_iteration(iteration: int, metrics: Mapping[str, float]) -> None:
@@ -143,14 +144,14 @@ def _train(cfg, output_dir, run_training, trial: optuna.Trial, settings: Objecti
             _report_or_prune(trial, value, iteration, last)
 
     result = run_training(cfg, output_dir, _callbacks(trial, on_iteration, _on_end(trial, tracker, seen)))
-    _require_logged(settings.metric, seen)
+    require_logged(settings.metric, seen)
     return _final_value(trial, tracker, result)
 
 
 def _train_multi(cfg, output_dir, run_training, trial, settings, objectives: Objectives) -> list[float]:
     """Several objectives: no reports and no pruning (Optuna reports one value per step)."""
     costs = CostTracker(settings, objectives)
-    seen = _Seen()
+    seen = SeenMetrics()
 
     def on_iteration(iteration: int, metrics: Mapping[str, float]) -> None:
         seen.update(metrics)
@@ -182,7 +183,7 @@ def _train_multi(cfg, output_dir, run_training, trial, settings, objectives: Obj
     return values
 
 
-def _require_logged(metric: str, seen: "_Seen") -> None:
+def require_logged(metric: str, seen: "SeenMetrics") -> None:
     """A metric the training never logged (a typo) fails the trial instead of being replaced
     by something else; the final evaluation return stands in only for its own key."""
     reason = None if metric == FINAL_EVAL_KEY else missing_metric(metric, seen.keys)
@@ -219,7 +220,7 @@ def _train_seeds(cfg, output_dir, run_population, trial, settings: ObjectiveSett
     pruning mid-training; the pruner still sees which seeds a trial did well on)."""
     seeds = settings.seeds
     trackers = [ObjectiveTracker(settings) for _ in seeds]
-    seen = [_Seen() for _ in seeds]
+    seen = [SeenMetrics() for _ in seeds]
     last = final_iteration(cfg)
 
     def on_iteration(member: int, iteration: int, metrics: Mapping[str, float]) -> None:
@@ -236,7 +237,7 @@ def _train_seeds(cfg, output_dir, run_population, trial, settings: ObjectiveSett
 
     callbacks = _member_callbacks(trial, seeds, on_iteration, trackers, seen)
     results = run_population(seeds_population(cfg, seeds), output_dir, callbacks)
-    values = [_objective_value(t, getattr(r, "final_eval_return", None))[0] for t, r in zip(trackers, results)]
+    values = [objective_value(t, getattr(r, "final_eval_return", None))[0] for t, r in zip(trackers, results)]
     trial.set_user_attr("objective_metric", trackers[0].metric_used or "final_eval_return")
     trial.set_user_attr("seed_values", {str(s): v for s, v in zip(seeds, values)})
     trial.set_user_attr("frames", int(sum(getattr(r, "frames", 0) or 0 for r in results)))
@@ -256,7 +257,7 @@ def reevaluation_values(cfg: DictConfig, output_dir: Path, run_population, setti
     members = len(cfg.population.seeds)
     multi = objectives is not None and objectives.multi
     trackers = [CostTracker(settings, objectives) if multi else ObjectiveTracker(settings) for _ in range(members)]
-    seen = [_Seen() for _ in range(members)]
+    seen = [SeenMetrics() for _ in range(members)]
 
     def on_iteration(member: int, iteration: int, metrics: Mapping[str, float]) -> None:
         seen[member].update(metrics)
@@ -282,7 +283,7 @@ def reevaluation_values(cfg: DictConfig, output_dir: Path, run_population, setti
             values.append([None if m in NOT_REMEASURED else v for m, v in zip(objectives.metrics, got)])
             continue
         try:
-            values.append(_objective_value(tracker, final_eval)[0])
+            values.append(objective_value(tracker, final_eval)[0])
         except ObjectiveNotFinite:  # a diverged member counts as the worst: kept visible as NaN
             values.append(float("nan"))
     return values
@@ -336,7 +337,7 @@ def final_iteration(cfg: DictConfig) -> int | None:
         return None
 
 
-class _Seen:
+class SeenMetrics:
     """What the training logged last that the trial's verdict needs: evaluation return, frames."""
 
     def __init__(self) -> None:
@@ -346,11 +347,11 @@ class _Seen:
 
     def update(self, metrics: Mapping[str, float]) -> None:
         self.keys.update(metrics)
-        self.final_eval = metrics.get("eval/episode_reward", self.final_eval)
-        self.frames = metrics.get("info/frames", self.frames)
+        self.final_eval = metrics.get(EVAL.episode_reward, self.final_eval)
+        self.frames = metrics.get(INFO.frames, self.frames)
 
 
-def _objective_value(tracker: ObjectiveTracker, final_eval: float | None) -> tuple[float, str]:
+def objective_value(tracker: ObjectiveTracker, final_eval: float | None) -> tuple[float, str]:
     """The trial's value and the metric it came from; raises ObjectiveNotFinite if there is none."""
     value, used = tracker.value, tracker.metric_used
     if value is None and final_eval is not None:
@@ -363,7 +364,7 @@ def _objective_value(tracker: ObjectiveTracker, final_eval: float | None) -> tup
 
 
 def _final_value(trial, tracker: ObjectiveTracker, result: Any) -> float:
-    value, used = _objective_value(tracker, getattr(result, "final_eval_return", None))
+    value, used = objective_value(tracker, getattr(result, "final_eval_return", None))
     trial.set_user_attr("objective_metric", used)
     frames = getattr(result, "frames", None)
     if frames is not None:
@@ -380,12 +381,12 @@ def run_verdict(error: BaseException | None, tracker: ObjectiveTracker, final_ev
     if error is not None:
         return "FAIL", None
     try:
-        return "COMPLETE", _objective_value(tracker, final_eval)[0]
+        return "COMPLETE", objective_value(tracker, final_eval)[0]
     except ObjectiveNotFinite:
         return "FAIL", None
 
 
-def _on_end(trial: optuna.Trial, tracker: ObjectiveTracker, seen: _Seen, required: tuple[str, ...] | None = None):
+def _on_end(trial: optuna.Trial, tracker: ObjectiveTracker, seen: SeenMetrics, required: tuple[str, ...] | None = None):
     """The run's last word: the W&B summary gets the trial's state and value, a pruned run
     exits 0 (it did what was asked), and the trial keeps the frames it trained, pruned or not.
     ``required``: the metrics the trial needs logged (default: its objective metric)."""
@@ -437,7 +438,7 @@ def link_seed_run(trial: optuna.Trial, seeds, member: int, info: Mapping[str, An
     trial.set_user_attr("seeds", list(seeds))
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> TrialOutcome:
+def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> TrialOutcome:
     log.warning("trial %d failed: %s", trial.number, reason)
     try:
         trial.set_user_attr("fail_reason", scrub_text(reason))  # the study storage is on disk too
