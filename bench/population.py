@@ -392,6 +392,10 @@ def markdown_section(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _workload_order(name: str) -> int:
+    return WORKLOADS.index(name) if name in WORKLOADS else len(WORKLOADS)
+
+
 def _pair(entry: dict, peer: str) -> str:
     if f"ratio_over_{peer}_median" not in entry:
         return "-"
@@ -491,6 +495,8 @@ def main(argv: list[str] | None = None) -> None:
         out.write_text(json.dumps(result, indent=2) + "\n")  # after each workload: a partial run keeps its results
     result["load_average_at_end"] = os.getloadavg()
     result["total_wall_s"] = time.perf_counter() - started
+    # the table order is WORKLOADS', whichever run measured each
+    result["workloads"] = {n: result["workloads"][n] for n in sorted(result["workloads"], key=_workload_order)}
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out} ({result['total_wall_s'] / 60:.1f} min)", flush=True)
     if not args.quick:
