@@ -392,8 +392,19 @@ def markdown_section(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _workload_order(name: str) -> int:
-    return WORKLOADS.index(name) if name in WORKLOADS else len(WORKLOADS)
+def keep_earlier(result: dict, earlier: dict, measured: list[str]) -> None:
+    """``--merge``: the earlier run's workloads this run does not measure stay in ``result``, each
+    marked with the command that measured it; the earlier notes stay too."""
+    for name, workload in earlier["workloads"].items():
+        if name not in measured:
+            result["workloads"][name] = {**workload, "measured_by": workload.get("measured_by", earlier["command"])}
+    result["notes"] = list(dict.fromkeys(earlier.get("notes", []) + result["notes"]))
+
+
+def in_table_order(workloads: dict) -> dict:
+    """The workloads in WORKLOADS' order (unknown names last), whichever run measured each."""
+    rank = {name: i for i, name in enumerate(WORKLOADS)}
+    return {name: workloads[name] for name in sorted(workloads, key=lambda n: rank.get(n, len(rank)))}
 
 
 def _pair(entry: dict, peer: str) -> str:
@@ -477,13 +488,8 @@ def main(argv: list[str] | None = None) -> None:
               "peak_gflops": peak, "machine": machine_info(), "load_average_at_start": os.getloadavg(),
               "workloads": {}, "notes": list(args.note)}
     out = RESULTS / ("population_quick.json" if args.quick else "population.json")
-    if args.merge and out.exists():  # the earlier run's other workloads stay, each with its own command
-        earlier = json.loads(out.read_text())
-        for name, workload in earlier["workloads"].items():
-            if name not in args.workloads:
-                workload.setdefault("measured_by", earlier["command"])
-                result["workloads"][name] = workload
-        result["notes"] = list(dict.fromkeys(earlier.get("notes", []) + result["notes"]))
+    if args.merge and out.exists():
+        keep_earlier(result, json.loads(out.read_text()), args.workloads)
     for name in args.workloads:
         wsizes = [p for p in sizes if p <= caps.get(name, max(sizes))]
         if len(wsizes) < len(sizes):
@@ -495,8 +501,7 @@ def main(argv: list[str] | None = None) -> None:
         out.write_text(json.dumps(result, indent=2) + "\n")  # after each workload: a partial run keeps its results
     result["load_average_at_end"] = os.getloadavg()
     result["total_wall_s"] = time.perf_counter() - started
-    # the table order is WORKLOADS', whichever run measured each
-    result["workloads"] = {n: result["workloads"][n] for n in sorted(result["workloads"], key=_workload_order)}
+    result["workloads"] = in_table_order(result["workloads"])
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out} ({result['total_wall_s'] / 60:.1f} min)", flush=True)
     if not args.quick:

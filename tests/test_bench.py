@@ -189,3 +189,20 @@ def test_sweep_trials_quick_runs_every_mode(tmp_path):
     assert all(v["total"] > 0 for v in breakdown.values())
     assert result["halfcheetah_config_check"]["layers"][0] == [{"units": 64, "activation": "tanh"}] * 2
     assert "## Sweep throughput" in sweep_trials.markdown_section(result)
+
+
+def test_population_merge_keeps_the_workloads_not_measured_in_table_order():
+    from bench import population
+
+    earlier = {"command": "python -m bench.population", "notes": ["old note"],
+               "workloads": {"pendulum_1024": {"p": "old"}, "halfcheetah_cleanrl": {"p": "old"},
+                             "halfcheetah_8env": {"p": "old", "measured_by": "python -m bench.population --quick"}}}
+    result = {"notes": ["new note", "old note"], "workloads": {"halfcheetah_cleanrl": {"p": "new"}}}
+    population.keep_earlier(result, earlier, ["halfcheetah_cleanrl"])
+    assert result["workloads"]["halfcheetah_cleanrl"] == {"p": "new"}  # the measured one is this run's
+    assert result["workloads"]["pendulum_1024"] == {"p": "old", "measured_by": "python -m bench.population"}
+    # a workload kept twice keeps the command that really measured it
+    assert result["workloads"]["halfcheetah_8env"]["measured_by"] == "python -m bench.population --quick"
+    assert result["notes"] == ["old note", "new note"]
+    ordered = population.in_table_order({**result["workloads"], "custom": {}})
+    assert list(ordered) == ["halfcheetah_cleanrl", "halfcheetah_8env", "pendulum_1024", "custom"]
