@@ -294,3 +294,11 @@ def test_the_sweeper_settles_what_a_dead_population_job_left_running(tmp_path: P
     retries = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs["retry_of"] for t in retries) == [1, 2]
     assert [t.system_attrs["fixed_params"] for t in retries] == [trials[1].params, trials[2].params]
+
+    # the job's error may name the storage: its password never reaches the study
+    leaky = study.ask()
+    leaky.set_user_attr(TOKEN_ATTR, "job-c")
+    url = "postgresql+psycopg://sweeper:hunter2-secret@db.example:5432/studies"
+    settle_population_job(study, "job-c", OSError(f"could not reach {url}"), max_retry=0)
+    reason = study.get_trials(deepcopy=False)[leaky.number].user_attrs["fail_reason"]
+    assert "hunter2-secret" not in reason and "db.example:5432" in reason

@@ -25,11 +25,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from workbench.sweep.baseline import fixed_params, is_baseline
-from workbench.sweep.heartbeat import HEARTBEAT_KEY, HeartbeatSettings, enqueue_retry, reap_stale_trials
+from workbench.sweep.heartbeat import (HEARTBEAT_KEY, HeartbeatSettings, enqueue_retry, fail_unfinished,
+                                      reap_stale_trials)
 from workbench.sweep.space import SearchSpace
 from workbench.sweep.storage import StorageSpec, budget_lock
 from workbench.sweep.summary import ENV_STARTED, progress_line
-from workbench.tracking.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +111,9 @@ class StudyDriver:
 
     def fail(self, number: int, reason: str) -> None:
         """Fail a trial the job did not finish itself (it raised early or its process died)."""
-        storage = self.study._storage
         frozen = self.trial(number)
-        if frozen.state != TrialState.RUNNING:
-            return
-        try:
-            storage.set_trial_user_attr(frozen._trial_id, "fail_reason", scrub_text(reason)[:2000])
-            storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return
-        log.warning("trial %d failed: %s", number, reason)
+        if frozen.state == TrialState.RUNNING and fail_unfinished(self.study, frozen, reason):
+            log.warning("trial %d failed: %s", number, reason)
 
     def settle(self, number: int, error: BaseException | None) -> FrozenTrial:
         """After a job returned: make sure its trial is finished, and say how it went."""

@@ -20,6 +20,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from workbench.tracking.secrets import scrub_text
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "workbench:heartbeat"
@@ -108,7 +110,6 @@ def reap_stale_trials(study: optuna.Study, grace_period: float, max_retry: int) 
     (the storage refuses to finish a finished trial), and only that one enqueues the retry.
     Returns the numbers of the trials this call failed.
     """
-    storage = study._storage  # the public Study API has no way to finish another process's trial
     now = time.time()
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -116,15 +117,25 @@ def reap_stale_trials(study: optuna.Study, grace_period: float, max_retry: int) 
         if silent <= grace_period:
             continue
         reason = f"heartbeat lost: no sign of life for {silent:.0f}s (worker killed or lost)"
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
+        if not fail_unfinished(study, trial, reason):
             continue  # it finished, or another worker reaped it first
         reaped.append(trial.number)
         log.warning("trial %d: %s", trial.number, reason)
         enqueue_retry(study, trial, max_retry)
     return reaped
+
+
+def fail_unfinished(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> bool:
+    """Fail a trial another process left RUNNING, its reason (secrets masked) in ``fail_reason``.
+    False if it was finished meanwhile: the storage refuses to finish a finished trial, so of
+    several processes failing it at once exactly one succeeds."""
+    storage = study._storage  # the public Study API has no way to finish another process's trial
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", scrub_text(reason)[:2000])
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def enqueue_retry(study: optuna.Study, failed: optuna.trial.FrozenTrial, max_retry: int) -> bool:

@@ -37,7 +37,8 @@ from optuna.trial import TrialState
 from workbench.sweep.driver import StudyDriver
 from workbench.sweep.errors import SweepConfigError
 from workbench.sweep.factory import is_wilcoxon, make_sampler, seed_sampler_for_worker
-from workbench.sweep.heartbeat import Heartbeats, HeartbeatSettings, enqueue_retry, reap_stale_trials
+from workbench.sweep.heartbeat import (Heartbeats, HeartbeatSettings, enqueue_retry, fail_unfinished,
+                                      reap_stale_trials)
 from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, aggregate, is_bad
 from workbench.sweep.resume import (HISTORY, find_resume, kept_metrics, open_history, past_iterations,
                                     reported_before, tracked_keys, write_stamp)
@@ -333,7 +334,7 @@ def settle_population_job(study: optuna.Study, token: str, error: BaseException 
                           max_retry: int) -> int:
     """After a population job returned: fail the trials it left RUNNING (its process died)
     and enqueue their retries. Returns how many trials the job reserved in all."""
-    storage, reserved = study._storage, 0
+    reserved = 0
     for trial in study.get_trials(deepcopy=False):
         if trial.user_attrs.get(TOKEN_ATTR) != token:
             continue
@@ -341,13 +342,10 @@ def settle_population_job(study: optuna.Study, token: str, error: BaseException 
         if trial.state != TrialState.RUNNING:
             continue
         reason = (f"{type(error).__name__}: {error}" if error else "its population job ended without recording it")
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason[:2000])
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        if not fail_unfinished(study, trial, reason):
             continue
         log.warning("trial %d failed: %s", trial.number, reason)
-        enqueue_retry(study, storage.get_trial(trial._trial_id), max_retry)
+        enqueue_retry(study, study._storage.get_trial(trial._trial_id), max_retry)
     return reserved
 
 
