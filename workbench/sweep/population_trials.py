@@ -40,7 +40,7 @@ from workbench.sweep.factory import is_wilcoxon, make_sampler, seed_sampler_for_
 from workbench.sweep.heartbeat import (Heartbeats, HeartbeatSettings, enqueue_retry, fail_unfinished,
                                       reap_stale_trials)
 from workbench.sweep.objective import ObjectiveSettings, ObjectiveTracker, aggregate, is_bad
-from workbench.sweep.resume import (HISTORY, find_resume, kept_metrics, open_history, past_iterations,
+from workbench.sweep.resume import (HISTORY, claim_resume, kept_metrics, open_history, past_iterations,
                                     reported_before, tracked_keys, write_stamp)
 from workbench.sweep.space import SearchSpace, parse_search_space
 from workbench.sweep.storage import load_study
@@ -141,16 +141,9 @@ class PopulationTrials:
             return None
         frozen = self.study._storage.get_trial(trial._trial_id)
         directory = self._dirs(trial)[0]
-        found = find_resume(self.study, frozen, directory)
+        found = claim_resume(self.study, frozen, directory, trial)
         write_stamp(directory, self.study.study_name, frozen)
-        if found is None:
-            return None
-        owner = self.study._storage.get_trial(
-            self.study._storage.get_trial_id_from_study_id_trial_number(trial.study._study_id, found.trial))
-        trial.set_user_attr("resumed_from", {"trial": found.trial, "checkpoint": str(found.checkpoint),
-                                             "wandb_run_ids": list(owner.user_attrs.get("wandb_run_ids") or [])})
-        log.info("trial %d resumes from %s (retrying trial %d)", trial.number, found.checkpoint, found.trial)
-        return found.checkpoint
+        return None if found is None else found.checkpoint
 
     def start(self) -> bool:
         """Reserve the first trials and build the batched training; False if the budget is spent."""

@@ -117,10 +117,11 @@ def resume_checkpoint(study: optuna.Study, trial: FrozenTrial, output_dir: Path 
     return _find(study, trial, output_dir)[0]
 
 
-def find_resume(study: optuna.Study, trial: FrozenTrial, output_dir: Path | None = None) -> Resume | None:
-    """As ``resume_checkpoint``, with the trial whose directory holds the checkpoint."""
-    checkpoint, owner = _find(study, trial, output_dir)
-    return None if checkpoint is None or owner is None else Resume(checkpoint, owner.number)
+def claim_resume(study: optuna.Study, frozen: FrozenTrial, output_dir: Path | None,
+                 trial: optuna.Trial) -> Resume | None:
+    """As ``resume_checkpoint``, and recorded (``record_resume``): what a population member resumes from."""
+    checkpoint, owner = _find(study, frozen, output_dir)
+    return None if checkpoint is None or owner is None else record_resume(trial, frozen, owner, checkpoint)
 
 
 def _find(study: optuna.Study, trial: FrozenTrial, output_dir: Path | None) -> tuple[Path | None, FrozenTrial | None]:
@@ -152,13 +153,19 @@ def prepare_resume(cfg: DictConfig, study: optuna.Study, frozen: FrozenTrial, ou
     write_stamp(output_dir, study.study_name, frozen)
     if checkpoint is None or owner is None:
         return None
-    source = {"trial": owner.number, "checkpoint": str(checkpoint)}
+    found = record_resume(trial, frozen, owner, checkpoint)
     with open_dict(cfg):
         cfg.checkpoint = str(checkpoint)
         cfg.load_training_state = True
-        cfg.trial.resumed_from = dict(source)
+        cfg.trial.resumed_from = {"trial": found.trial, "checkpoint": str(found.checkpoint)}
+    return found
+
+
+def record_resume(trial: optuna.Trial, frozen: FrozenTrial, owner: FrozenTrial, checkpoint: Path) -> Resume:
+    """Say where ``trial`` resumes from: ``user_attrs["resumed_from"]``, with the W&B run ids of
+    the runs it continues (the owner's), and the log."""
     runs = [str(r) for r in owner.user_attrs.get("wandb_run_ids") or []]
-    trial.set_user_attr("resumed_from", {**source, "wandb_run_ids": runs})
+    trial.set_user_attr("resumed_from", {"trial": owner.number, "checkpoint": str(checkpoint), "wandb_run_ids": runs})
     how = "after a requeue" if owner.number == frozen.number else f"retrying trial {owner.number}"
     log.info("trial %d resumes from %s (%s)", frozen.number, checkpoint, how)
     return Resume(checkpoint, owner.number)
