@@ -164,11 +164,12 @@ class PPO(BaseAgent):
     @torch.no_grad()
     def collect_rollout(self) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
         """Run every env for num_steps with the stochastic policy; fill a [P, T, N] buffer."""
-        P, T, N, dev = self.num_members, self.num_steps, self.num_envs, self.device
+        P, T, N = self.num_members, self.num_steps, self.num_envs
         self.model.eval()
         if P > 1 and hasattr(self.env, "skip_members"):  # an empty slot's envs need not run
             self.env.skip_members(~self.active)
-        buf: dict[str, torch.Tensor] = {}
+        steps: dict[str, list[torch.Tensor]] = {}  # per key, one [P, N, ...] tensor a step
+        final_values: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (t, truncated, V(final obs))
         extras_steps: dict[str, list[torch.Tensor]] = {}
 
         for t in range(T):
@@ -176,25 +177,30 @@ class PPO(BaseAgent):
             td = self.model(obs.clone(False))  # the env's member-major [P * N] batch
             step = self.env.step(td.get("action"))
             dones = step.dones.view(P, N)
-            row = {**{k: self._members(td.get(k)) for k in self.obs_keys + list(MODEL_KEYS)},
-                   "rewards": step.reward.view(P, N), "dones": dones, "terminated": step.terminated.view(P, N)}
-            if not buf:
-                buf = {k: torch.empty((P, T, *v.shape[1:]), dtype=v.dtype, device=dev) for k, v in row.items()}
-                buf["next_value"] = torch.zeros_like(buf["value"])
+            # the env's tensors are cloned (an env may reuse its buffers in place); the model's
+            # and dones are fresh each step. One stack per key after the loop: cheaper than a
+            # write into a [P, T, ...] buffer every step
+            row = {**{k: self._members(td.get(k)).clone() for k in self.obs_keys},
+                   **{k: self._members(td.get(k)) for k in MODEL_KEYS},
+                   "rewards": step.reward.view(P, N).clone(), "dones": dones,
+                   "terminated": step.terminated.view(P, N).clone()}
             for k, v in row.items():
-                buf[k][:, t] = v
+                steps.setdefault(k, []).append(v)
             # V(next obs) of an env that goes on is the next step's value, computed anyway; only
             # truncated envs (whose next obs is replaced by a reset) need the critic here. The last
             # step's next values all come from one critic pass after the loop.
             if t < T - 1 and step.truncated.any():
                 truncated = (step.truncated & ~step.terminated).view(P, N)
-                final_values = self._members(self.model.critic(step.obs.clone(False)).get("value"))
-                buf["next_value"][:, t] = torch.where(truncated.unsqueeze(-1), final_values, buf["next_value"][:, t])
+                final_values.append((t, truncated, self._members(self.model.critic(step.obs.clone(False)).get("value"))))
             for key, value in step.extras.items():
                 if not key.startswith("raw/"):
                     extras_steps.setdefault(key, []).append(value)
             self.done = dones
 
+        buf = {k: torch.stack(v, dim=1) for k, v in steps.items()}  # [P, T, N, ...]
+        buf["next_value"] = torch.zeros_like(buf["value"])
+        for t, truncated, values in final_values:
+            buf["next_value"][:, t] = torch.where(truncated.unsqueeze(-1), values, buf["next_value"][:, t])
         self.reward_norm.record_rollout(buf["rewards"], buf["terminated"], self.active)
         self._fill_next_values(buf, step.obs)
         for key in MODEL_KEYS:
