@@ -70,8 +70,9 @@ class PPOActor(TensorDictModuleBase):
             return torch.randn(like.shape, generator=self.generators[0], device=like.device, dtype=like.dtype)
         noise = torch.empty_like(like)
         rows = noise.view(len(self.generators), -1)
-        for member, generator in enumerate(self.generators):
-            torch.randn(rows.shape[1:], generator=generator, out=rows[member])
+        shape = rows.shape[1:]
+        for row, generator in zip(rows.unbind(0), self.generators):  # one unbind, not P indexings
+            torch.randn(shape, generator=generator, out=row)
         return noise
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
