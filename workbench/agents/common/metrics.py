@@ -29,17 +29,18 @@ class MeanAccumulator:
         P = self.num_members
         device = members.device if members is not None else None
         keys: list[str] = []
-        parts: list[torch.Tensor] = []
+        parts: list[torch.Tensor] = []  # [P] each: one stack, no reshape of the values already [P]
         for key, value in values.items():
             if isinstance(key, tuple):  # a block: [P, len(key)]
                 keys.extend(key)
-                parts.append(value.reshape(P, len(key)).T)
+                parts.extend(value.reshape(P, len(key)).unbind(1))
                 continue
             keys.append(key)
             if not torch.is_tensor(value):
                 value = torch.tensor(float(value), device=device)
-            parts.append(value.reshape(1, -1).expand(1, P))
-        self._rows.append((tuple(keys), torch.cat(parts).float(), members))
+            parts.append(value if value.shape == (P,) else value.reshape(-1).expand(P))
+        self._rows.append((tuple(keys), torch.stack([p.float() if p.dtype != torch.float32 else p
+                                                     for p in parts]), members))
 
     def means(self) -> list[dict[str, float]]:
         """One dict per member: each key's mean over the rows that member had."""
