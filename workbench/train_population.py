@@ -20,7 +20,7 @@ from workbench.config import ConfigError, validate
 from workbench.metric_names import EVAL
 from workbench.tracking import Tracker
 from workbench.progress import Progress
-from workbench.train import TrainResult, agent_config, build_population, resolved_config
+from workbench.train import TrainResult, agent_config, build_population, resolved_config, write_resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class PopulationRun:
         config_dict = resolved_config(cfg)
         config_dict["population"] = {"name": self.group, "member": slot, "size": self.size,
                                      "seeds": [int(s) for s in self.agent.seeds]}
-        (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config_dict)))
+        write_resolved_config(output_dir, config_dict)
         logger = OmegaConf.to_object(cfg.logger)
         logger.group = self.group
         tracker = Tracker.start(config_dict, logger, output_dir, background=True)
