@@ -24,6 +24,7 @@ from workbench.agents.common.gradients import BadGradientError
 from workbench.agents.common.member_adam import MemberAdam
 from workbench.agents.ppo.config import AdaptiveLRConfig, AdvantageNormalizationConfig
 from workbench.agents.ppo.objective import actor_objective
+from workbench.envs.base import StepResult
 from workbench.envs.pendulum import Pendulum
 
 torch.set_num_threads(1)
@@ -141,6 +142,43 @@ def test_rollout_bootstrap_gae_and_returns(normalize_rewards):
     if normalize_rewards:
         returns = (returns / std).clamp(-5, 5)
     torch.testing.assert_close(buf["returns"][0].squeeze(-1), returns, rtol=1e-5, atol=1e-5)
+
+
+class BufferEnv(ScriptedEnv):
+    """ScriptedEnv with a per-step extra (its progress). ``in_place``: it returns the same obs,
+    reward, termination and extra tensors every step, written in place (as IsaacGym-style envs
+    keep an obs_buf); otherwise fresh ones. The rollout must be the same either way."""
+
+    def __init__(self, num_envs: int, in_place: bool):
+        super().__init__(num_envs)
+        self.in_place = in_place
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def _out(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        if not self.in_place:
+            return value
+        if name not in self._buffers:
+            self._buffers[name] = value.clone()
+        return self._buffers[name].copy_(value)
+
+    def get_obs(self) -> TensorDict:
+        return TensorDict({"obs": self._out("obs", super().get_obs().get("obs"))}, batch_size=[self.num_envs])
+
+    def step(self, action: torch.Tensor) -> StepResult:
+        step = super().step(action)
+        return StepResult(step.obs, self._out("reward", step.reward), self._out("terminated", step.terminated),
+                          step.truncated, {"progress": self._out("progress", self.progress.float())})
+
+
+def test_the_rollout_keeps_each_step_of_an_env_that_reuses_its_buffers():
+    T, N = 7, 4
+    fresh, fresh_logs = make_agent(env=BufferEnv(N, in_place=False), num_steps=T, batch_size=4).collect_rollout()
+    reused, reused_logs = make_agent(env=BufferEnv(N, in_place=True), num_steps=T, batch_size=4).collect_rollout()
+    assert len(set(fresh["obs"][0, :, 0, 0].tolist())) > 1  # the obs really change from step to step
+    for key in ("obs", "rewards", "dones", "action", "value", "next_value"):
+        torch.testing.assert_close(reused[key], fresh[key], rtol=0, atol=0, msg=key)
+    assert fresh_logs[0]["env/progress_std"] > 0
+    assert reused_logs == fresh_logs  # the per-step extras' means and stds
 
 
 # ---------------------------------------------------------------- clip-fraction skip

@@ -175,15 +175,15 @@ class PPO(BaseAgent):
         for t in range(T):
             obs = self.env.reset(self.done.view(-1).nonzero().squeeze(-1))
             td = self.model(obs.clone(False))  # the env's member-major [P * N] batch
+            # The env's tensors are copied before it runs again: an env may write its buffers in
+            # place (an IsaacGym-style obs_buf). The model's outputs and dones are fresh each step.
+            # One stack per key after the loop costs less than a write into [P, T, ...] every step.
+            row = {k: self._members(td.get(k)).clone() for k in self.obs_keys}
             step = self.env.step(td.get("action"))
             dones = step.dones.view(P, N)
-            # the env's tensors are cloned (an env may reuse its buffers in place); the model's
-            # and dones are fresh each step. One stack per key after the loop: cheaper than a
-            # write into a [P, T, ...] buffer every step
-            row = {**{k: self._members(td.get(k)).clone() for k in self.obs_keys},
-                   **{k: self._members(td.get(k)) for k in MODEL_KEYS},
-                   "rewards": step.reward.view(P, N).clone(), "dones": dones,
-                   "terminated": step.terminated.view(P, N).clone()}
+            row.update({**{k: self._members(td.get(k)) for k in MODEL_KEYS},
+                        "rewards": step.reward.view(P, N).clone(), "dones": dones,
+                        "terminated": step.terminated.view(P, N).clone()})
             for k, v in row.items():
                 steps.setdefault(k, []).append(v)
             # V(next obs) of an env that goes on is the next step's value, computed anyway; only
@@ -194,7 +194,7 @@ class PPO(BaseAgent):
                 final_values.append((t, truncated, self._members(self.model.critic(step.obs.clone(False)).get("value"))))
             for key, value in step.extras.items():
                 if not key.startswith("raw/"):
-                    extras_steps.setdefault(key, []).append(value)
+                    extras_steps.setdefault(key, []).append(value.clone())
             self.done = dones
 
         buf = {k: torch.stack(v, dim=1) for k, v in steps.items()}  # [P, T, N, ...]
