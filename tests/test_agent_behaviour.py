@@ -181,6 +181,14 @@ def test_the_rollout_keeps_each_step_of_an_env_that_reuses_its_buffers():
     assert reused_logs == fresh_logs  # the per-step extras' means and stds
 
 
+def test_evaluation_statistics_of_an_env_that_reuses_its_buffers():
+    evaluator = EvaluatorConfig(eval_metrics_every=None, max_eval_steps=6, evaluation_components={"progress": {}})
+    results = [make_agent(eval_env=BufferEnv(4, in_place=in_place), evaluator=evaluator).evaluate()[0]
+               for in_place in (False, True)]
+    assert results[0]["eval/progress/max"] > results[0]["eval/progress/min"]
+    assert results[1] == results[0]
+
+
 # ---------------------------------------------------------------- clip-fraction skip
 def craft_clipped(batch):
     """Every ratio becomes e (far outside [0.8, 1.2]) and A = -1, so the unclipped term is active."""

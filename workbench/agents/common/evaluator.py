@@ -91,7 +91,7 @@ class Evaluator:
                 if value is None:
                     continue
                 value = value.float().view(P, n)
-                stats[name].append(value)
+                stats[name].append(value.clone())  # an env may write its extras in place
                 if threshold is not None:  # a failure is sticky for the rest of the evaluation
                     failed_by[name] |= value > threshold if fail_above else value < threshold
                     failed |= failed_by[name]
