@@ -206,3 +206,17 @@ def test_population_merge_keeps_the_workloads_not_measured_in_table_order():
     assert result["notes"] == ["old note", "new note"]
     ordered = population.in_table_order({**result["workloads"], "custom": {}})
     assert list(ordered) == ["halfcheetah_cleanrl", "halfcheetah_8env", "pendulum_1024", "custom"]
+
+
+def test_update_floor_step_trains_every_member_on_its_own_and_counts_the_workload_flops():
+    from bench.update_floor import ACTION_DIM, OBS_DIM, minibatch_step
+    w = HALFCHEETAH_CLEANRL
+    step, flops, params = minibatch_step(3, w.minibatch_size, w.hidden, w.activation)
+    per_member = (mlp_train_flops(w.minibatch_size, layer_dims(OBS_DIM, ACTION_DIM, w.hidden))
+                  + mlp_train_flops(w.minibatch_size, layer_dims(OBS_DIM, 1, w.hidden)))
+    assert flops == 3 * per_member == 3 * update_flops(w, OBS_DIM, ACTION_DIM) // (w.epochs * w.minibatches)
+    before = [p.detach().clone() for p in params]
+    step()
+    for old, new in zip(before, params):  # Adam moves every member's every parameter
+        assert new.shape[0] == 3
+        assert all(not torch.equal(old[m], new.detach()[m]) for m in range(3))
