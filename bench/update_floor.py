@@ -11,13 +11,15 @@ share of the matmul peak bounds what ours can reach on this machine (``bench.pop
 reports ours: the same FLOP count, ``bench.compute_bound.update_flops``, over the same peak).
 
 One torch thread, process CPU time, best of 5 batches. ``--compile`` measures the compiled step
-beside the eager one. Writes bench/results/update_floor.json.
+beside the eager one. Writes bench/results/update_floor.json (another workload:
+update_floor_<workload>.json).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,8 +30,8 @@ from bench.machine import machine_info
 from bench.workloads import WORKLOADS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# HalfCheetah-v5's observation and action sizes (the workloads' env)
-OBS_DIM, ACTION_DIM = 17, 6
+# observation and action sizes of the workloads' envs (HalfCheetah-v5; the workbench pendulum)
+DIMS = {"halfcheetah": (17, 6), "pendulum": (3, 1)}
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
@@ -51,12 +53,14 @@ def run_mlp(params: list[torch.Tensor], x: torch.Tensor, activation) -> torch.Te
     return x
 
 
-def minibatch_step(P: int, batch: int, hidden: tuple[int, ...], activation: str, compile_loss: bool = False):
+def minibatch_step(P: int, batch: int, hidden: tuple[int, ...], activation: str, compile_loss: bool = False,
+                   env: str = "halfcheetah"):
     """A closure running one bare minibatch step, the step's matmul FLOPs and the parameters it
     trains (stacks of P). ``compile_loss``:
     forward and losses through ``torch.compile`` (inductor fuses the elementwise ops; the
     backward is compiled with them), the optimizer steps as they are."""
     act = ACTIVATIONS[activation]
+    OBS_DIM, ACTION_DIM = DIMS[env]  # noqa: N806 (constants of this env)
     actor = stacked_mlp(P, layer_dims(OBS_DIM, ACTION_DIM, hidden))
     critic = stacked_mlp(P, layer_dims(OBS_DIM, 1, hidden))
     logstd = torch.zeros(P, 1, ACTION_DIM, requires_grad=True)
@@ -86,11 +90,56 @@ def minibatch_step(P: int, batch: int, hidden: tuple[int, ...], activation: str,
     return step, flops, [*actor, logstd, *critic]
 
 
+def peer_iteration_s(name: str, workload, iterations: int = 2) -> float:
+    """Median CPU seconds of one whole training iteration (collection and update) of a peer trainer
+    on ``workload``, after one warm-up iteration."""
+    from bench.peers import make_trainer
+    trainer = make_trainer(name, workload)
+    trainer.iterate(1)
+    seconds = []
+    for _ in range(iterations):
+        start = time.process_time()
+        trainer.iterate(1)
+        seconds.append(time.process_time() - start)
+    trainer.close()
+    return sorted(seconds)[len(seconds) // 2]
+
+
+def env_steps_s(workload) -> float:
+    """CPU seconds of one iteration's env steps alone (zero actions, done envs reset), one member:
+    what any trainer's collection costs at least."""
+    if workload.env == "pendulum":
+        from workbench.envs.pendulum import Pendulum
+        env = Pendulum(workload.num_envs)
+        action = torch.zeros(workload.num_envs, 1)
+
+        def run() -> None:
+            for _ in range(workload.num_steps):
+                env.reset(env.step(action).dones.nonzero().squeeze(-1))
+    else:
+        import gymnasium as gym
+        import numpy as np
+        envs = [gym.make("HalfCheetah-v5") for _ in range(workload.num_envs)]
+        for i, e in enumerate(envs):
+            e.reset(seed=i)
+        zero = np.zeros(DIMS["halfcheetah"][1], dtype=np.float32)
+
+        def run() -> None:
+            for _ in range(workload.num_steps):
+                for e in envs:
+                    _, _, terminated, truncated, _ = e.step(zero)
+                    if terminated or truncated:
+                        e.reset()
+    return best_seconds(run, repeats=3)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.update_floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
-    parser.add_argument("--workload", default="halfcheetah_cleanrl",
-                        choices=sorted(n for n, w in WORKLOADS.items() if w.env == "halfcheetah"))
+    parser.add_argument("--workload", default="halfcheetah_cleanrl", choices=sorted(WORKLOADS))
+    parser.add_argument("--peers", nargs="*", default=[], choices=["sb3", "rsl_rl", "ours"],
+                        help="also time these trainers' whole iterations (bench.peers) in the same run, so the "
+                             "floor can be held against issue 9's target of 1.5x the fastest peer at P = 1")
     parser.add_argument("--compile", action="store_true",
                         help="also the step with forward and losses through torch.compile (tens of seconds to compile per size)")
     args = parser.parse_args(argv)
@@ -103,23 +152,35 @@ def main(argv: list[str] | None = None) -> None:
     for P in args.sizes:
         rows[str(P)] = {}
         for mode in modes:  # side by side, under the same peak and load
-            step, flops, _ = minibatch_step(P, w.minibatch_size, tuple(w.hidden), w.activation, mode == "compiled")
+            step, flops, _ = minibatch_step(P, w.minibatch_size, tuple(w.hidden), w.activation, mode == "compiled",
+                                            w.env)
             started = time.perf_counter()
             step()  # compiles, when compiled
             first_step_s = time.perf_counter() - started
             seconds = best_seconds(step)
             r = rows[str(P)][mode] = {"minibatch_step_ms": 1e3 * seconds, "per_member_ms": 1e3 * seconds / P,
                                       "gflops": flops / seconds / 1e9, "fraction_of_peak": flops / seconds / 1e9 / peak,
-                                      "first_step_s": first_step_s}
+                                      "first_step_s": first_step_s,
+                                      # the whole update of one iteration at this floor
+                                      "iteration_update_s": seconds * w.epochs * w.minibatches}
             print(f"P={P:3d} {mode:8s}: {r['minibatch_step_ms']:7.2f} ms a minibatch step ({r['per_member_ms']:.3f} ms "
                   f"a member), {r['gflops']:5.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f} % of peak "
-                  f"(first step {first_step_s:.1f} s)", flush=True)
-    out = {"command": "python -m bench.update_floor " + " ".join(argv if argv is not None else []),
+                  f"(first step {first_step_s:.1f} s; {r['iteration_update_s']:.3f} s an iteration)", flush=True)
+    env_s = env_steps_s(w)
+    print(f"env steps of one iteration alone: {env_s:.3f} CPU s", flush=True)
+    peers = {}
+    for name in args.peers:
+        seconds = peer_iteration_s(name, w)
+        peers[name] = {"iteration_s": seconds, "iteration_for_1_5x_s": seconds / 1.5}
+        print(f"{name}: {seconds:.3f} CPU s an iteration; 1.5x its rate needs {seconds / 1.5:.3f} s", flush=True)
+    out = {"command": " ".join(["python -m bench.update_floor", *(sys.argv[1:] if argv is None else argv)]),
            "workload": w.name, "minibatch_size": w.minibatch_size, "hidden": list(w.hidden),
            "activation": w.activation, "peak_gflops": peak, "machine": machine_info(),
-           "load_average": list(os.getloadavg()), "sizes": rows, "measured_at": time.time()}
+           "load_average": list(os.getloadavg()), "sizes": rows, "env_steps_s": env_s, "peers": peers,
+           "measured_at": time.time()}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "update_floor.json").write_text(json.dumps(out, indent=1))
+    name = "update_floor.json" if w.name == "halfcheetah_cleanrl" else f"update_floor_{w.name}.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
