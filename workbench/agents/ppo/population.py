@@ -83,6 +83,9 @@ class MemberHyperparams:
 
     def refresh(self) -> None:
         self._columns: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        # asked every minibatch; the knobs change only here
+        self._uniform: dict[str, bool] = {}
+        self._first: dict[str, float] = {}
 
         def floats(path: str, none: float = math.inf) -> torch.Tensor:
             values = [get_path(c, path) for c in self.configs]
@@ -128,12 +131,15 @@ class MemberHyperparams:
     def knob(self, name: str, dtype: torch.dtype = torch.float32) -> float | torch.Tensor:
         """``name`` as a Python float when every member has the same value (the ops, and their
         rounding, are then exactly a single run's), else as a [P, 1] column."""
-        values = getattr(self, name)
         if self.uniform(name):
-            return float(values[0])
+            if name not in self._first:
+                self._first[name] = float(getattr(self, name)[0])
+            return self._first[name]
         return self.column(name, dtype)
 
     def uniform(self, name: str) -> bool:
         """True when every member has the same value (a single-agent fast path may apply)."""
-        values = getattr(self, name)
-        return bool((values == values[0]).all())
+        if name not in self._uniform:
+            values = getattr(self, name)
+            self._uniform[name] = bool((values == values[0]).all())
+        return self._uniform[name]
