@@ -64,7 +64,8 @@ def minibatch_step(P: int, batch: int, hidden: tuple[int, ...], activation: str,
     actor = stacked_mlp(P, layer_dims(OBS_DIM, ACTION_DIM, hidden))
     critic = stacked_mlp(P, layer_dims(OBS_DIM, 1, hidden))
     logstd = torch.zeros(P, 1, ACTION_DIM, requires_grad=True)
-    optimizers = [torch.optim.Adam(actor + [logstd], lr=3e-4, fused=True), torch.optim.Adam(critic, lr=3e-4, fused=True)]
+    optimizers = [torch.optim.Adam(actor + [logstd], lr=3e-4, fused=True),
+                  torch.optim.Adam(critic, lr=3e-4, fused=True)]
     obs, action = torch.randn(P, batch, OBS_DIM), torch.randn(P, batch, ACTION_DIM)
     old_neglogp, advantages, returns = torch.randn(P, batch), torch.randn(P, batch), torch.randn(P, batch)
 
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time these trainers' whole iterations (bench.peers) in the same run, so the "
                              "floor can be held against issue 9's target of 1.5x the fastest peer at P = 1")
     parser.add_argument("--compile", action="store_true",
-                        help="also the step with forward and losses through torch.compile (tens of seconds to compile per size)")
+                        help="also the step with forward and losses through torch.compile "
+                             "(tens of seconds to compile per size)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     w = WORKLOADS[args.workload]

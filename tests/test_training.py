@@ -271,3 +271,17 @@ def test_scalar_env_extras_are_logged_as_they_are_and_tensors_as_mean_and_std(me
         assert logs[p]["env/spread_mean"] == pytest.approx(1.5 * (p + 1) + 2.5)
         assert logs[p]["env/spread_std"] == pytest.approx((p + 1) * math.sqrt(5 / 3))
         assert "env/spread" not in logs[p]
+
+
+def test_resolved_config_file_is_what_omegaconf_writes(tiny_config, tmp_path):
+    from omegaconf import OmegaConf
+
+    from workbench.train import resolved_config, write_resolved_config
+    data = resolved_config(tiny_config())
+    # values a YAML writer may quote or not: strings that read as numbers, nulls and booleans, unicode
+    data["extra"] = {"as_text": ["1e-3", "null", "true", "0x10", "~", ""], "none": None, "unicode": "café ±",
+                     "nested": [{"a": 1.5e-07, "b": [1, 2]}, [], {}], "big": 10**20, "inf": float("inf")}
+    write_resolved_config(tmp_path, data)
+    written = (tmp_path / "resolved_config.yaml").read_text()
+    assert written == OmegaConf.to_yaml(OmegaConf.create(data))
+    assert OmegaConf.to_container(OmegaConf.load(tmp_path / "resolved_config.yaml")) == data

@@ -191,7 +191,8 @@ class PPO(BaseAgent):
             # step's next values all come from one critic pass after the loop.
             if t < T - 1 and step.truncated.any():
                 truncated = (step.truncated & ~step.terminated).view(P, N)
-                final_values.append((t, truncated, self._members(self.model.critic(step.obs.clone(False)).get("value"))))
+                values = self._members(self.model.critic(step.obs.clone(False)).get("value"))
+                final_values.append((t, truncated, values))
             for key, value in step.extras.items():
                 if not key.startswith("raw/"):
                     extras_steps.setdefault(key, []).append(value.clone())
