@@ -1,6 +1,7 @@
 """The floor of a population's update in eager torch: what the bare maths of one minibatch step costs.
 
     python -m bench.update_floor [--sizes 1 2 4 8 16 32 64] [--workload halfcheetah_cleanrl]
+                                 [--compile] [--peers sb3 rsl_rl ours]
 
 For each population size P, one minibatch step of P stacked actor and critic MLPs (the workload's
 layers, ``torch.baddbmm`` per layer, its activation), a clipped-surrogate actor loss and a squared
@@ -11,7 +12,10 @@ share of the matmul peak bounds what ours can reach on this machine (``bench.pop
 reports ours: the same FLOP count, ``bench.compute_bound.update_flops``, over the same peak).
 
 One torch thread, process CPU time, best of 5 batches. ``--compile`` measures the compiled step
-beside the eager one. Writes bench/results/update_floor.json (another workload:
+beside the eager one. The env steps of one iteration alone (zero actions, one member) and, with
+``--peers``, the peers' whole iterations (``bench.peers``) are timed in the same run: at P = 1 the
+floor's update plus those env steps is what any trainer spends at least, to hold against 1.5x a
+peer's iteration. Writes bench/results/update_floor.json (another workload:
 update_floor_<workload>.json).
 """
 from __future__ import annotations
@@ -145,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also the step with forward and losses through torch.compile "
                              "(tens of seconds to compile per size)")
     args = parser.parse_args(argv)
+    if any(P < 1 for P in args.sizes):
+        parser.error(f"--sizes {' '.join(map(str, args.sizes))}: population sizes must be >= 1")
     torch.set_num_threads(1)
     w = WORKLOADS[args.workload]
     peak = max(matmul_gflops(n, n, n) for n in (256, 512, 1024))

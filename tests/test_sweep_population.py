@@ -229,8 +229,9 @@ def test_real_population_sweep_trials_are_runs_like_any_trial(tmp_path: Path):
     from workbench.tracking import read_run
 
     env = env_for()
+    # a seeded sampler: the same trials every run (one worker: the same slots too)
     cmd = [sys.executable, "-m", "workbench.cli", "sweep", "smoke", "--population", "3", "--n-trials", "5",
-           "hydra.sweeper.reevaluate.top_k=0", *TINY]
+           "hydra.sweeper.reevaluate.top_k=0", "+hydra.sweeper.sampler.seed=0", *TINY]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     trials = open_study(tmp_path, "smoke").get_trials(deepcopy=False)
@@ -268,9 +269,12 @@ def test_real_population_sweep_trials_are_runs_like_any_trial(tmp_path: Path):
 
     member, alone = evals(late.user_attrs["wandb_run_dir"]), evals(alone_dir)
     assert len(member) == len(alone) == 4
-    # the first evaluations agree; later ones drift apart by ~0.1-1 %: a batched matmul sums in
-    # another order than a single run's, and RL amplifies such rounding differences
-    assert member[:2] == pytest.approx(alone[:2], rel=1e-4)
+    # The first evaluation agrees to rounding (1e-7 relative seen); later ones drift apart, since
+    # a batched matmul sums in another order than a single run's and RL amplifies the difference
+    # (seen: 5e-7 to 1.7e-4 at the second evaluation, up to 3e-4 at the fourth, over sampler seeds).
+    # A slot refilled wrongly (stale weights, normalisers or optimizer state) differs at the first.
+    assert member[0] == pytest.approx(alone[0], rel=1e-5)
+    assert member[1] == pytest.approx(alone[1], rel=1e-3)
 
 
 def test_the_sweeper_settles_what_a_dead_population_job_left_running(tmp_path: Path):
