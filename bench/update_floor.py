@@ -34,8 +34,6 @@ from bench.machine import machine_info
 from bench.workloads import WORKLOADS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# observation and action sizes of the workloads' envs (HalfCheetah-v5; the workbench pendulum)
-DIMS = {"halfcheetah": (17, 6), "pendulum": (3, 1)}
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
@@ -57,20 +55,32 @@ def run_mlp(params: list[torch.Tensor], x: torch.Tensor, activation) -> torch.Te
     return x
 
 
-def minibatch_step(P: int, batch: int, hidden: tuple[int, ...], activation: str, compile_loss: bool = False,
-                   env: str = "halfcheetah"):
+def env_dims(workload) -> tuple[int, int]:
+    """Observation and action sizes of the workload's env, read from the env."""
+    if workload.env == "pendulum":
+        from workbench.envs.pendulum import Pendulum
+        env = Pendulum(1)
+        return int(env.get_obs()["obs"].shape[-1]), env.action_dim
+    import gymnasium as gym
+    env = gym.make(workload.gym_id)
+    dims = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+    env.close()
+    return dims
+
+
+def minibatch_step(P: int, batch: int, hidden: tuple[int, ...], activation: str, obs_dim: int, action_dim: int,
+                   compile_loss: bool = False):
     """A closure running one bare minibatch step, the step's matmul FLOPs and the parameters it
     trains (stacks of P). ``compile_loss``:
     forward and losses through ``torch.compile`` (inductor fuses the elementwise ops; the
     backward is compiled with them), the optimizer steps as they are."""
     act = ACTIVATIONS[activation]
-    OBS_DIM, ACTION_DIM = DIMS[env]  # noqa: N806 (constants of this env)
-    actor = stacked_mlp(P, layer_dims(OBS_DIM, ACTION_DIM, hidden))
-    critic = stacked_mlp(P, layer_dims(OBS_DIM, 1, hidden))
-    logstd = torch.zeros(P, 1, ACTION_DIM, requires_grad=True)
+    actor = stacked_mlp(P, layer_dims(obs_dim, action_dim, hidden))
+    critic = stacked_mlp(P, layer_dims(obs_dim, 1, hidden))
+    logstd = torch.zeros(P, 1, action_dim, requires_grad=True)
     optimizers = [torch.optim.Adam(actor + [logstd], lr=3e-4, fused=True),
                   torch.optim.Adam(critic, lr=3e-4, fused=True)]
-    obs, action = torch.randn(P, batch, OBS_DIM), torch.randn(P, batch, ACTION_DIM)
+    obs, action = torch.randn(P, batch, obs_dim), torch.randn(P, batch, action_dim)
     old_neglogp, advantages, returns = torch.randn(P, batch), torch.randn(P, batch), torch.randn(P, batch)
 
     def loss() -> torch.Tensor:
@@ -90,8 +100,8 @@ def minibatch_step(P: int, batch: int, hidden: tuple[int, ...], activation: str,
         for optimizer in optimizers:
             optimizer.step()
 
-    flops = P * (mlp_train_flops(batch, layer_dims(OBS_DIM, ACTION_DIM, hidden))
-                 + mlp_train_flops(batch, layer_dims(OBS_DIM, 1, hidden)))
+    flops = P * (mlp_train_flops(batch, layer_dims(obs_dim, action_dim, hidden))
+                 + mlp_train_flops(batch, layer_dims(obs_dim, 1, hidden)))
     return step, flops, [*actor, logstd, *critic]
 
 
@@ -124,10 +134,10 @@ def env_steps_s(workload) -> float:
     else:
         import gymnasium as gym
         import numpy as np
-        envs = [gym.make("HalfCheetah-v5") for _ in range(workload.num_envs)]
+        envs = [gym.make(workload.gym_id) for _ in range(workload.num_envs)]
         for i, e in enumerate(envs):
             e.reset(seed=i)
-        zero = np.zeros(DIMS["halfcheetah"][1], dtype=np.float32)
+        zero = np.zeros(envs[0].action_space.shape, dtype=np.float32)
 
         def run() -> None:
             for _ in range(workload.num_steps):
@@ -155,13 +165,14 @@ def main(argv: list[str] | None = None) -> None:
     w = WORKLOADS[args.workload]
     peak = max(matmul_gflops(n, n, n) for n in (256, 512, 1024))
     print(f"peak float32 matmul (1 thread): {peak:.0f} GFLOP/s", flush=True)
+    dims = env_dims(w)
     rows = {}
     modes = ["eager", "compiled"] if args.compile else ["eager"]
     for P in args.sizes:
         rows[str(P)] = {}
         for mode in modes:  # side by side, under the same peak and load
-            step, flops, _ = minibatch_step(P, w.minibatch_size, tuple(w.hidden), w.activation, mode == "compiled",
-                                            w.env)
+            step, flops, _ = minibatch_step(P, w.minibatch_size, tuple(w.hidden), w.activation, *dims,
+                                            compile_loss=mode == "compiled")
             started = time.perf_counter()
             step()  # compiles, when compiled
             first_step_s = time.perf_counter() - started

@@ -209,10 +209,11 @@ def test_population_merge_keeps_the_workloads_not_measured_in_table_order():
 
 
 def test_update_floor_step_trains_every_member_on_its_own_and_counts_the_workload_flops():
-    from bench.update_floor import DIMS, minibatch_step
+    from bench.update_floor import env_dims, minibatch_step
     w = HALFCHEETAH_CLEANRL
-    OBS_DIM, ACTION_DIM = DIMS["halfcheetah"]  # noqa: N806
-    step, flops, params = minibatch_step(3, w.minibatch_size, w.hidden, w.activation)
+    OBS_DIM, ACTION_DIM = env_dims(w)  # noqa: N806
+    assert (OBS_DIM, ACTION_DIM) == (17, 6)  # HalfCheetah-v5's spaces
+    step, flops, params = minibatch_step(3, w.minibatch_size, w.hidden, w.activation, OBS_DIM, ACTION_DIM)
     per_member = (mlp_train_flops(w.minibatch_size, layer_dims(OBS_DIM, ACTION_DIM, w.hidden))
                   + mlp_train_flops(w.minibatch_size, layer_dims(OBS_DIM, 1, w.hidden)))
     assert flops == 3 * per_member == 3 * update_flops(w, OBS_DIM, ACTION_DIM) // (w.epochs * w.minibatches)
