@@ -202,3 +202,71 @@ def test_async_mode_resets_only_listed_envs():
 def test_unsupported_vectorization_mode_is_refused():
     with pytest.raises(ValueError, match="vectorization_mode"):
         GymVectorEnv("Pendulum-v1", num_envs=1, vectorization_mode="threads")
+
+
+@pytest.mark.parametrize("gym_id, kwargs", [
+    ("HalfCheetah-v5", {}),
+    ("HalfCheetah-v5", {"forward_reward_weight": 2.0, "ctrl_cost_weight": 0.5,
+                        "exclude_current_positions_from_observation": False}),
+    ("Hopper-v5", {}),
+    ("Hopper-v5", {"healthy_reward": -1.0, "healthy_state_range": (-5.0, 5.0), "healthy_z_range": (0.9, 2.0)}),
+    ("Walker2d-v5", {}),
+    ("Walker2d-v5", {"terminate_when_unhealthy": False, "healthy_angle_range": (-0.5, 0.5)}),
+])
+def test_the_batched_mujoco_step_is_gymnasiums_step_bit_for_bit(gym_id, kwargs):
+    """Every obs, reward and end flag of the kernel-stepped adapter equals gymnasium's own env's, over
+    episodes ended by falls and by the 1000-step TimeLimit, resets drawn from each env's RNG."""
+    n, steps = 3, 1100
+    env = GymVectorEnv(gym_id, num_envs=n, seed=3, env_kwargs=kwargs)
+    references = [gym.make(gym_id, **kwargs) for _ in range(n)]
+    try:
+        assert env._kernel is not None, f"{gym_id} should be stepped by its kernel"
+        ref_obs = np.stack([ref.reset(seed=3 + i)[0] for i, ref in enumerate(references)]).astype(np.float32)
+        assert np.array_equal(env.get_obs()["obs"].numpy(), ref_obs)
+        actions = np.random.default_rng(0).uniform(-1, 1, size=(steps, n, env.action_dim)).astype(np.float32)
+        ends = {"terminated": 0, "truncated": 0}
+        for t in range(steps):
+            result = env.step(torch.from_numpy(actions[t]))
+            for i, ref in enumerate(references):
+                obs, reward, terminated, truncated, _ = ref.step(actions[t, i])
+                assert np.array_equal(result.obs["obs"][i].numpy(), np.asarray(obs, dtype=np.float32)), (t, i)
+                assert result.reward[i].item() == np.float32(reward), (t, i)
+                assert bool(result.terminated[i]) == terminated and bool(result.truncated[i]) == truncated, (t, i)
+                ends["terminated"] += terminated
+                ends["truncated"] += truncated
+                if terminated or truncated:
+                    ref.reset()
+            env.reset(result.dones.nonzero().squeeze(-1))
+        fall = kwargs.get("terminate_when_unhealthy", True) and gym_id != "HalfCheetah-v5"
+        assert ends["terminated" if fall else "truncated"] > 0, ends  # both kinds of end were crossed
+    finally:
+        env.close()
+        for ref in references:
+            ref.close()
+
+
+def test_envs_without_a_batched_step_are_stepped_by_gymnasium():
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+    from gymnasium.wrappers import ClipReward, TimeLimit
+
+    from workbench.envs.mujoco_kernels import ForwardKernel, kernel_for
+
+    class FasterCheetah(HalfCheetahEnv):  # a subclass may change step(): gymnasium steps it
+        pass
+
+    ant, pendulum = GymVectorEnv("Ant-v5", num_envs=1), GymVectorEnv("Pendulum-v1", num_envs=1)
+    cases = {"plain": [TimeLimit(HalfCheetahEnv(), 1000)], "bare": [HalfCheetahEnv()],
+             "rendering": [TimeLimit(HalfCheetahEnv(render_mode="rgb_array"), 1000)],
+             "wrapped": [TimeLimit(ClipReward(HalfCheetahEnv(), -1.0, 1.0), 1000)],
+             "subclass": [TimeLimit(FasterCheetah(), 1000)],
+             "mixed limits": [TimeLimit(HalfCheetahEnv(), 1000), TimeLimit(HalfCheetahEnv(), 500)]}
+    try:
+        assert ant._kernel is None and pendulum._kernel is None
+        kernel, limit = kernel_for(cases["plain"])
+        assert isinstance(kernel, ForwardKernel) and limit == 1000
+        assert kernel_for(cases["bare"])[1] == float("inf")
+        for name in ("rendering", "wrapped", "subclass", "mixed limits"):
+            assert kernel_for(cases[name]) is None, name
+    finally:
+        for env in (ant, pendulum, *(e for envs in cases.values() for e in envs)):
+            env.close()

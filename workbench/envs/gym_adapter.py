@@ -24,7 +24,10 @@
   only police call order, and every sub-env is reset before its first step); gymnasium's
   TimeLimit stays, it is the truncation. In ``sync`` mode the adapter steps the sub-envs
   itself straight into float32 arrays, skipping the vector env's info merging and copies
-  (``bench/gym_step_cost.py`` measures what that saves).
+  (``bench/gym_step_cost.py`` measures what that saves). HalfCheetah, Hopper and Walker2d (v5)
+  are stepped by a batched kernel (``workbench.envs.mujoco_kernels``): the same MuJoCo calls per
+  sub-env, the obs, reward and termination of all of them in a few numpy ops, bit for bit
+  gymnasium's step. TimeLimit's truncation then comes from the adapter's step counter.
 - ``skip_members`` (sync mode): the skipped members' sub-envs are not stepped at all (their
   obs stay, reward 0, no episode end), so an empty slot or a member not being evaluated costs
   no MuJoCo steps. Async mode steps every sub-env (the vector env steps them all at once).
@@ -42,6 +45,7 @@ import torch
 from tensordict import TensorDict
 
 from workbench.envs.base import StepResult, as_env_ids
+from workbench.envs.mujoco_kernels import kernel_for
 from workbench.envs.population import MemberStateMixin, member_seed_list, skipped_list
 
 
@@ -63,6 +67,8 @@ class GymVectorEnv(MemberStateMixin):
         self.envs = _make_vec(gym_id, num_envs, vectorization_mode, env_kwargs)
         # sync: the adapter steps the sub-envs itself (see the module docstring)
         self._sub_envs = self.envs.envs if vectorization_mode == "sync" else None
+        # ... and through a batched kernel where there is one: (kernel, TimeLimit steps) or None
+        self._kernel = kernel_for(self._sub_envs) if self._sub_envs is not None else None
 
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Box):
@@ -186,21 +192,28 @@ class GymVectorEnv(MemberStateMixin):
             obs, reward, terminated, truncated, _ = self.envs.step(action)
             return (np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1), np.asarray(reward, dtype=np.float32),
                     np.asarray(terminated, dtype=np.bool_), np.asarray(truncated, dtype=np.bool_))
-        if self._stepped is None:
+        stepped = self._stepped
+        if stepped is None:
             obs = np.empty((self.num_envs, *self._obs_shape), dtype=np.float32)
             reward = np.empty(self.num_envs, dtype=np.float32)
             terminated = np.empty(self.num_envs, dtype=np.bool_)
             truncated = np.empty(self.num_envs, dtype=np.bool_)
-            for i, env in enumerate(self._sub_envs):
-                obs[i], reward[i], terminated[i], truncated[i], _ = env.step(action[i])
-            return obs.reshape(self.num_envs, -1), reward, terminated, truncated
-        # skipped sub-envs keep their obs and report reward 0 and no end (skip_members)
-        obs = self._obs_np.copy().reshape(self.num_envs, *self._obs_shape)
-        reward = np.zeros(self.num_envs, dtype=np.float32)
-        terminated = np.zeros(self.num_envs, dtype=np.bool_)
-        truncated = np.zeros(self.num_envs, dtype=np.bool_)
-        for i in np.flatnonzero(self._stepped).tolist():
-            obs[i], reward[i], terminated[i], truncated[i], _ = self._sub_envs[i].step(action[i])
+            rows = None
+        else:  # skipped sub-envs keep their obs and report reward 0 and no end (skip_members)
+            obs = self._obs_np.copy().reshape(self.num_envs, *self._obs_shape)
+            reward = np.zeros(self.num_envs, dtype=np.float32)
+            terminated = np.zeros(self.num_envs, dtype=np.bool_)
+            truncated = np.zeros(self.num_envs, dtype=np.bool_)
+            rows = np.flatnonzero(stepped)
+        if self._kernel is not None:
+            kernel, time_limit = self._kernel
+            kernel.step(action, rows, obs.reshape(self.num_envs, -1), reward, terminated)
+            # TimeLimit's truncation: this step is step progress + 1 of the episode
+            progress = self._progress if rows is None else self._progress[rows]
+            truncated[slice(None) if rows is None else rows] = progress + 1 >= time_limit
+        else:
+            for i in range(self.num_envs) if rows is None else rows.tolist():
+                obs[i], reward[i], terminated[i], truncated[i], _ = self._sub_envs[i].step(action[i])
         return obs.reshape(self.num_envs, -1), reward, terminated, truncated
 
     def on_epoch_end(self, epoch: int) -> None:
