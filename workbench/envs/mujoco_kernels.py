@@ -19,22 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import functools
+
 import gymnasium as gym
-import mujoco
 import numpy as np
-from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
-from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from gymnasium.wrappers import TimeLimit
 
 
 class ForwardKernel:
     """HalfCheetah-v5: reward = w_forward * x velocity - w_ctrl * sum(a^2); never terminates."""
 
-    clip_qvel: float | None = None
-
     def __init__(self, envs: Sequence[gym.Env]):
+        import mujoco  # here, not at the top: the adapter imports this module for every gymnasium env
+
         first = envs[0]
+        self._mj_step, self._mj_rne_post_constraint = mujoco.mj_step, mujoco.mj_rnePostConstraint
         self._models = [env.model for env in envs]
         self._datas = [env.data for env in envs]
         self._frame_skip = first.frame_skip
@@ -55,12 +54,13 @@ class ForwardKernel:
         n = len(indices)
         x_before, qpos, qvel = self._x_before[:n], self._qpos[:n], self._qvel[:n]
         frame_skip = self._frame_skip
+        mj_step, mj_rne_post_constraint = self._mj_step, self._mj_rne_post_constraint
         for k, i in enumerate(indices):
             model, data = self._models[i], self._datas[i]
             x_before[k] = data.qpos[0]
             data.ctrl[:] = action[i]
-            mujoco.mj_step(model, data, nstep=frame_skip)
-            mujoco.mj_rnePostConstraint(model, data)
+            mj_step(model, data, nstep=frame_skip)
+            mj_rne_post_constraint(model, data)
             qpos[k] = data.qpos
             qvel[k] = data.qvel
         acted = action if rows is None else action[rows]
@@ -127,14 +127,23 @@ class HopperKernel(HealthyKernel):
         return in_range & super().healthy(qpos, qvel)
 
 
-KERNELS: dict[type, type[ForwardKernel]] = {HalfCheetahEnv: ForwardKernel, Walker2dEnv: HealthyKernel,
-                                           HopperEnv: HopperKernel}
+@functools.cache
+def kernels() -> dict[type, type[ForwardKernel]]:
+    """The env classes that have a kernel (imported on first use: a run without MuJoCo envs never
+    imports MuJoCo; a gymnasium without MuJoCo has none)."""
+    try:
+        from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+        from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+        from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
+    except ImportError:
+        return {}
+    return {HalfCheetahEnv: ForwardKernel, Walker2dEnv: HealthyKernel, HopperEnv: HopperKernel}
 
 
 def kernel_for(sub_envs: Sequence[gym.Env]) -> tuple[ForwardKernel, float] | None:
     """The kernel for these sub-envs and their TimeLimit (inf: none), or None if gymnasium must step them.
 
-    Only an env of exactly a class in ``KERNELS``, bare or in a TimeLimit alone, not rendering.
+    Only an env of exactly a class in ``kernels()``, bare or in a TimeLimit alone, not rendering.
     """
     if not sub_envs:
         return None
@@ -149,9 +158,12 @@ def kernel_for(sub_envs: Sequence[gym.Env]) -> tuple[ForwardKernel, float] | Non
         unwrapped.append(env)
         limits.add(limit)
     kinds = {type(env) for env in unwrapped}
-    if len(kinds) != 1 or len(limits) != 1 or (kind := kinds.pop()) not in KERNELS:
+    if len(kinds) != 1 or len(limits) != 1:
+        return None
+    kind = kinds.pop()
+    if not kind.__module__.startswith("gymnasium.envs.mujoco.") or kind not in kernels():
         return None
     try:
-        return KERNELS[kind](unwrapped), limits.pop()
+        return kernels()[kind](unwrapped), limits.pop()
     except AttributeError:  # a gymnasium whose envs keep their constants elsewhere
         return None
