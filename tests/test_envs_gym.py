@@ -259,13 +259,14 @@ def test_envs_without_a_batched_step_are_stepped_by_gymnasium():
              "rendering": [TimeLimit(HalfCheetahEnv(render_mode="rgb_array"), 1000)],
              "wrapped": [TimeLimit(ClipReward(HalfCheetahEnv(), -1.0, 1.0), 1000)],
              "subclass": [TimeLimit(FasterCheetah(), 1000)],
-             "mixed limits": [TimeLimit(HalfCheetahEnv(), 1000), TimeLimit(HalfCheetahEnv(), 500)]}
+             "mixed limits": [TimeLimit(HalfCheetahEnv(), 1000), TimeLimit(HalfCheetahEnv(), 500)],
+             "mixed kwargs": [TimeLimit(HalfCheetahEnv(), 1000), TimeLimit(HalfCheetahEnv(ctrl_cost_weight=0.5), 1000)]}
     try:
         assert ant._kernel is None and pendulum._kernel is None
         kernel, limit = kernel_for(cases["plain"])
         assert isinstance(kernel, ForwardKernel) and limit == 1000
         assert kernel_for(cases["bare"])[1] == float("inf")
-        for name in ("rendering", "wrapped", "subclass", "mixed limits"):
+        for name in ("rendering", "wrapped", "subclass", "mixed limits", "mixed kwargs"):
             assert kernel_for(cases[name]) is None, name
     finally:
         for env in (ant, pendulum, *(e for envs in cases.values() for e in envs)):

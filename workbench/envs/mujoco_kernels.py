@@ -17,9 +17,9 @@ gymnasium as before (``kernel_for`` returns None).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import functools
+import operator
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -29,22 +29,28 @@ from gymnasium.wrappers import TimeLimit
 class ForwardKernel:
     """HalfCheetah-v5: reward = w_forward * x velocity - w_ctrl * sum(a^2); never terminates."""
 
+    # the kernel's constants and the env attributes they are read from; every sub-env must agree
+    CONSTANTS = {"_frame_skip": "frame_skip", "_dt": "dt", "_forward_weight": "_forward_reward_weight",
+                 "_ctrl_weight": "_ctrl_cost_weight", "_skip_x": "_exclude_current_positions_from_observation",
+                 "_nq": "model.nq", "_nv": "model.nv"}
+
     def __init__(self, envs: Sequence[gym.Env]):
+        """Raises AttributeError for envs without these constants, ValueError for envs that differ."""
         import mujoco  # here, not at the top: the adapter imports this module for every gymnasium env
 
-        first = envs[0]
+        values = [{ours: operator.attrgetter(theirs)(env) for ours, theirs in self.CONSTANTS.items()}
+                  for env in envs]
+        differing = sorted({k for v in values[1:] for k in v if v[k] != values[0][k]})
+        if differing:
+            raise ValueError(f"sub-envs differ in {', '.join(self.CONSTANTS[k] for k in differing)}")
+        self.__dict__.update(values[0])
         self._mj_step, self._mj_rne_post_constraint = mujoco.mj_step, mujoco.mj_rnePostConstraint
         self._models = [env.model for env in envs]
         self._datas = [env.data for env in envs]
-        self._frame_skip = first.frame_skip
-        self._dt = first.dt
-        self._forward_weight = first._forward_reward_weight
-        self._ctrl_weight = first._ctrl_cost_weight
-        self._skip_x = first._exclude_current_positions_from_observation
         n = len(envs)
         self._x_before = np.empty(n)
-        self._qpos = np.empty((n, first.model.nq))
-        self._qvel = np.empty((n, first.model.nv))
+        self._qpos = np.empty((n, self._nq))
+        self._qvel = np.empty((n, self._nv))
 
     def step(self, action: np.ndarray, rows: Sequence[int] | None, obs: np.ndarray, reward: np.ndarray,
              terminated: np.ndarray) -> None:
@@ -89,13 +95,9 @@ class HealthyKernel(ForwardKernel):
     """Walker2d-v5: + healthy_reward while healthy (z and torso angle in range), which it
     terminates on leaving (``terminate_when_unhealthy``); the observed qvel is clipped to +-10."""
 
-    def __init__(self, envs: Sequence[gym.Env]):
-        super().__init__(envs)
-        first = envs[0]
-        self._healthy_reward = first._healthy_reward
-        self._terminate_when_unhealthy = first._terminate_when_unhealthy
-        self._z_range = first._healthy_z_range
-        self._angle_range = first._healthy_angle_range
+    CONSTANTS = {**ForwardKernel.CONSTANTS, "_healthy_reward": "_healthy_reward",
+                 "_terminate_when_unhealthy": "_terminate_when_unhealthy", "_z_range": "_healthy_z_range",
+                 "_angle_range": "_healthy_angle_range"}
 
     def observed_qvel(self, qvel: np.ndarray) -> np.ndarray:
         return np.clip(qvel, -10, 10)
@@ -116,9 +118,7 @@ class HealthyKernel(ForwardKernel):
 class HopperKernel(HealthyKernel):
     """Hopper-v5: Walker2d's rules, and every state entry from qpos[2] on inside ``healthy_state_range``."""
 
-    def __init__(self, envs: Sequence[gym.Env]):
-        super().__init__(envs)
-        self._state_range = envs[0]._healthy_state_range
+    CONSTANTS = {**HealthyKernel.CONSTANTS, "_state_range": "_healthy_state_range"}
 
     def healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         min_state, max_state = self._state_range
@@ -166,4 +166,6 @@ def kernel_for(sub_envs: Sequence[gym.Env]) -> tuple[ForwardKernel, float] | Non
     try:
         return kernels()[kind](unwrapped), limits.pop()
     except AttributeError:  # a gymnasium whose envs keep their constants elsewhere
+        return None
+    except ValueError:  # sub-envs built with different kwargs: each steps as its own env
         return None
