@@ -69,10 +69,9 @@ class PPOActor(TensorDictModuleBase):
         if len(self.generators) == 1:
             return torch.randn(like.shape, generator=self.generators[0], device=like.device, dtype=like.dtype)
         noise = torch.empty_like(like)
-        rows = noise.view(len(self.generators), -1)
-        shape = rows.shape[1:]
-        for row, generator in zip(rows.unbind(0), self.generators):  # one unbind, not P indexings
-            torch.randn(shape, generator=generator, out=row)
+        # one unbind, not P indexings; normal_ in place draws what randn would, with less call overhead
+        for row, generator in zip(noise.view(len(self.generators), -1).unbind(0), self.generators):
+            row.normal_(generator=generator)
         return noise
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
