@@ -1,7 +1,8 @@
 """Sweep throughput: trials per hour at the same per-trial budget, population trials against one trial
 per process and against Optuna driving SB3; and the cost of a 5-seed trial against a 1-seed trial.
 
-    python -m bench.sweep_trials [--quick] [--rounds R] [--trials N] [--populations P ...] [--report]
+    python -m bench.sweep_trials [--quick] [--rounds R] [--trials N] [--iterations I] [--populations P ...]
+                                 [--report]
 
 Two sweeps, each trial trained to the same short fixed budget with the pruner off (every trial trains
 its whole budget) and W&B offline (the default):
@@ -90,12 +91,15 @@ def halfcheetah_workload(quick: bool):
     return replace(HALFCHEETAH_CLEANRL, num_steps=256, epochs=2) if quick else HALFCHEETAH_CLEANRL
 
 
-def sweep_settings(name: str, quick: bool) -> dict:
-    """The overrides that make ``name``'s trials: budget, workload, evaluation."""
+def sweep_settings(name: str, quick: bool, iterations: int | None = None) -> dict:
+    """The overrides that make ``name``'s trials: budget (``iterations`` per trial, default 2 on
+    halfcheetah and 3 on ppo_knobs; --quick 1 and 2), workload, evaluation."""
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"iterations={iterations}: a trial trains at least 1 iteration")
     if name == "halfcheetah":
         from bench.peers.ours import overrides_for
         w = halfcheetah_workload(quick)
-        iterations = 1 if quick else 2
+        iterations = iterations or (1 if quick else 2)
         searched = {k for k, *_ in SB3_KNOBS} | {"agent.advantage_normalization.use_ema"}
         # the seed and torch threads are the sweep's (trial seed, torch_threads=1 per worker); searched
         # knobs stay searched (a fixed override would take them out of the search)
@@ -108,7 +112,8 @@ def sweep_settings(name: str, quick: bool) -> dict:
                 "steps_per_trial": iterations * w.steps_per_iteration, "eval_envs": 4, "eval_steps": eval_steps,
                 "workload": w.name, "description": w.description + (" (quick: 256 steps, 2 epochs)" if quick else "")}
     if name == "ppo_knobs":
-        envs, iterations = (64, 2) if quick else (1024, 3)
+        envs = 64 if quick else 1024
+        iterations = iterations or (2 if quick else 3)
         steps = iterations * envs * 32
         overrides = [f"env.num_envs={envs}", f"agent.training_max_steps={steps}"]
         if quick:
@@ -280,7 +285,7 @@ def sb3_evaluate(model, base, settings: dict) -> float:
     return float(mean)
 
 
-def sb3_worker(storage: str, study_name: str, n_trials: int, quick: bool) -> None:
+def sb3_worker(storage: str, study_name: str, n_trials: int, quick: bool, iterations: int | None = None) -> None:
     """One of the SB3 stack's 2 processes: ``study.optimize`` on the shared journal-file study."""
     warnings.filterwarnings("ignore")
     import optuna
@@ -291,7 +296,7 @@ def sb3_worker(storage: str, study_name: str, n_trials: int, quick: bool) -> Non
     from bench.peers.sb3 import Trainer
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = sweep_settings("halfcheetah", quick)
+    settings = sweep_settings("halfcheetah", quick, iterations)
     base = halfcheetah_workload(quick)
     study = optuna.create_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(storage)),
                                 sampler=optuna.samplers.TPESampler(**TPE), direction="maximize", load_if_exists=True)
@@ -307,7 +312,7 @@ def sb3_worker(storage: str, study_name: str, n_trials: int, quick: bool) -> Non
     study.optimize(objective, n_trials=n_trials)
 
 
-def run_sb3(trials: int, quick: bool, log=print) -> dict:
+def run_sb3(trials: int, quick: bool, iterations: int | None = None, log=print) -> dict:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -315,7 +320,8 @@ def run_sb3(trials: int, quick: bool, log=print) -> dict:
     with TemporaryDirectory(prefix="sweep_trials_sb3_") as tmp:
         storage = str(Path(tmp) / "sb3.journal")
         cmds = [[sys.executable, "-m", "bench.sweep_trials", "--sb3-worker", storage, "sb3", str(n)]
-                + (["--quick"] if quick else []) for n in per_worker]
+                + (["--quick"] if quick else []) + (["--iterations", str(iterations)] if iterations else [])
+                for n in per_worker]
         cpu0, started = _children_cpu(), time.time()
         procs = [subprocess.Popen(c, cwd=ROOT, env={**_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
@@ -346,7 +352,7 @@ def modes_for(name: str, populations: list[int], sb3: bool, wanted=MODES) -> lis
 
 def run_mode(name: str, mode: str, settings: dict, trials: int, seed_trials: int, quick: bool, log) -> dict:
     if mode == "sb3":
-        return run_sb3(trials, quick, log)
+        return run_sb3(trials, quick, settings["iterations"], log)
     if mode == "seeds5":
         return run_workbench_sweep(name, settings, seed_trials, seeds=SEEDS, log=log)
     if not mode.startswith("population_"):
@@ -405,8 +411,8 @@ def derive(sweep: dict) -> None:
 
 
 def run_sweep(name: str, populations: list[int], rounds: int, trials: int, seed_trials: int, quick: bool,
-              sb3: bool, wanted=MODES, log=print) -> dict:
-    settings = sweep_settings(name, quick)
+              sb3: bool, wanted=MODES, iterations: int | None = None, log=print) -> dict:
+    settings = sweep_settings(name, quick, iterations)
     modes = modes_for(name, populations, sb3, wanted)
     out = {"sweep": name, "settings": settings, "trials": trials, "workers": WORKERS, "modes": modes,
            "rounds": []}
@@ -728,6 +734,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--trials", type=int, default=None, help="trials per mode (default 16); a population mode "
                         "runs at least 2 workers x P")
     parser.add_argument("--seed-trials", type=int, default=None, help="trials of the 5-seed run (default 4)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="training iterations per trial (default: halfcheetah 2, ppo_knobs 3); the sweep file's "
+                             "own evaluations run on its cadence (halfcheetah: every 10 iterations) and at the end")
     parser.add_argument("--populations", nargs="+", type=int, default=None,
                         help=f"P values (default {DEFAULT_P}: see {PILOT.name})")
     parser.add_argument("--sweeps", nargs="+", default=list(SWEEPS), choices=list(SWEEPS))
@@ -744,9 +753,11 @@ def main(argv: list[str] | None = None) -> dict | None:
                         help="only rebuild BENCHMARKS.md's section from bench/results/sweep_trials.json")
     parser.add_argument("--sb3-worker", nargs=3, metavar=("STORAGE", "STUDY", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.iterations is not None and args.iterations < 1:
+        parser.error(f"--iterations {args.iterations}: a trial trains at least 1 iteration")
     if args.sb3_worker:
         storage, study, n = args.sb3_worker
-        return sb3_worker(storage, study, int(n), args.quick)
+        return sb3_worker(storage, study, int(n), args.quick, args.iterations)
     from bench.population import write_section
     if args.report:
         path = args.out or RESULTS / "sweep_trials.json"
@@ -788,7 +799,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     command = "python -m bench.sweep_trials" + (" --quick" if args.quick else "")
     extra = []
     for flag, value, default in (("--rounds", args.rounds, None), ("--trials", args.trials, None),
-                                 ("--seed-trials", args.seed_trials, None)):
+                                 ("--seed-trials", args.seed_trials, None), ("--iterations", args.iterations, None)):
         if value is not None:
             extra += [flag, str(value)]
     if args.populations:
@@ -814,7 +825,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         result["breakdown"]["command"] = "python -m bench.sweep_trials --quick"
     for name in args.sweeps:
         result["sweeps"][name] = run_sweep(name, populations, rounds, trials, seed_trials, args.quick, sb3,
-                                           args.modes)
+                                           args.modes, args.iterations)
         result["total_wall_s"] = time.perf_counter() - started
         out.write_text(json.dumps(result, indent=2) + "\n")  # after each sweep: a partial run keeps its results
     result["load_average_at_end"] = os.getloadavg()

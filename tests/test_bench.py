@@ -158,6 +158,24 @@ def test_sweep_trials_rates_ratios_and_section(tmp_path, monkeypatch):
     assert written.count(sweep_trials.SECTION_BEGIN) == 1 and written.startswith("# Benchmarks\n\nbefore\n")
 
 
+def test_sweep_trials_iterations_set_each_trials_budget():
+    """--iterations N: N iterations' env steps per trial on either sweep; a budget under 1 is refused."""
+    from bench import sweep_trials
+
+    def budget(settings):
+        (steps,) = [o.split("=")[1] for o in settings["overrides"] if o.startswith("agent.training_max_steps=")]
+        return int(steps)
+
+    for name, per_iteration in (("halfcheetah", 2048), ("ppo_knobs", 1024 * 32)):
+        default, longer = sweep_trials.sweep_settings(name, False), sweep_trials.sweep_settings(name, False, 20)
+        assert longer["iterations"] == 20 and budget(longer) == longer["steps_per_trial"] == 20 * per_iteration
+        assert budget(default) == default["iterations"] * per_iteration and default["iterations"] in (2, 3)
+    with pytest.raises(ValueError, match="iterations=0"):
+        sweep_trials.sweep_settings("halfcheetah", False, 0)
+    with pytest.raises(SystemExit):
+        sweep_trials.main(["--iterations", "0", "--sweeps", "halfcheetah"])
+
+
 @pytest.mark.slow
 def test_sweep_trials_quick_runs_every_mode(tmp_path):
     """``python -m bench.sweep_trials --quick``: every mode of both sweeps runs its trials to the end
