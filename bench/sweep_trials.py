@@ -2,7 +2,7 @@
 per process and against Optuna driving SB3; and the cost of a 5-seed trial against a 1-seed trial.
 
     python -m bench.sweep_trials [--quick] [--rounds R] [--trials N] [--iterations I] [--populations P ...]
-                                 [--report]
+                                 [--report] [--breakdown] [--iteration-cost]
 
 Two sweeps, each trial trained to the same short fixed budget with the pruner off (every trial trains
 its whole budget) and W&B offline (the default):
@@ -36,6 +36,10 @@ the last trial's end, without the fixed start-up). Each round runs every mode of
 order that rotates round by round; ratios are taken within a round, medians over rounds. The 5-seed
 cost is seeds5's trials' own CPU seconds per trial over one_per_process's (the same round), with the
 median trial durations beside it.
+
+``--iteration-cost`` measures, in this process on one torch thread, one training iteration of a
+1-seed and of a 5-seed trial's agent in turn (round by round, the order alternating), then one
+evaluation of each: the 5-seed cost without a trial's fixed costs (build, W&B runs, start-up).
 
 ``--breakdown`` measures, in this process on one torch thread and interleaved, where one HalfCheetah
 trial's CPU time goes (build, rollouts, updates, evaluation) as a member of a population of P, as a
@@ -437,35 +441,42 @@ def _member_knobs(rng, n: int) -> list[dict]:
     return [{ours: rng.uniform(*bounds) for ours, _, _, bounds in SB3_KNOBS} for _ in range(n)]
 
 
-def cost_ours(size: int, quick: bool, seed: int, seeds_of_one_trial: bool = False) -> dict:
-    """CPU seconds of `size` HalfCheetah trials of the sweep trained as one agent (size 1: the
-    single-run agent a one-trial-per-process trial builds), per phase, per trial; with
-    ``seeds_of_one_trial``, of one trial's `size` seeds (the same knobs), for the whole trial."""
+def trial_agent(size: int, quick: bool, seed: int, seeds_of_one_trial: bool = False):
+    """The agent of `size` HalfCheetah trials of the sweep (size 1: the single-run agent a
+    one-trial-per-process trial builds), each with its own draw of the knobs; with
+    ``seeds_of_one_trial``, one trial's `size` seeds (one draw for all)."""
     import random
 
     from omegaconf import OmegaConf
 
     from bench.compose import compose_config
-    from bench.population import Timed
     from workbench.train import build_agent, build_population
     from workbench.train_population import member_configs
     settings = sweep_settings("halfcheetah", quick)
     overrides = ["+sweep=halfcheetah", *[o for o in settings["overrides"] if not o.startswith("hydra.")]]
     rng = random.Random(seed)
-    t0 = time.process_time()
     if size == 1:
         cfg = compose_config(overrides + [f"seed={seed}"])
         for key, value in _member_knobs(rng, 1)[0].items():
             OmegaConf.update(cfg, key, value, merge=False)
-        agent = build_agent(cfg, None)
-    else:
-        cfg = compose_config(overrides + [f"population.seeds=[{','.join(str(seed + i) for i in range(size))}]"])
-        members = member_configs(cfg)
-        draws = _member_knobs(rng, 1) * size if seeds_of_one_trial else _member_knobs(rng, size)
-        for member, knobs in zip(members, draws):  # trials differ, as a sweep's do; seeds share their trial's
-            for key, value in knobs.items():
-                OmegaConf.update(member, key, value, merge=False)
-        agent = build_population(members, [None] * size)
+        return build_agent(cfg, None)
+    cfg = compose_config(overrides + [f"population.seeds=[{','.join(str(seed + i) for i in range(size))}]"])
+    members = member_configs(cfg)
+    draws = _member_knobs(rng, 1) * size if seeds_of_one_trial else _member_knobs(rng, size)
+    for member, knobs in zip(members, draws):  # trials differ, as a sweep's do; seeds share their trial's
+        for key, value in knobs.items():
+            OmegaConf.update(member, key, value, merge=False)
+    return build_population(members, [None] * size)
+
+
+def cost_ours(size: int, quick: bool, seed: int, seeds_of_one_trial: bool = False) -> dict:
+    """CPU seconds of `size` HalfCheetah trials of the sweep trained as one agent (size 1: the
+    single-run agent a one-trial-per-process trial builds), per phase, per trial; with
+    ``seeds_of_one_trial``, of one trial's `size` seeds (the same knobs), for the whole trial."""
+    from bench.population import Timed
+    settings = sweep_settings("halfcheetah", quick)
+    t0 = time.process_time()
+    agent = trial_agent(size, quick, seed, seeds_of_one_trial)
     build = time.process_time() - t0
     collect = agent.collect_rollout = Timed(agent.collect_rollout)
     update = agent.optimize = Timed(agent.optimize)
@@ -585,6 +596,44 @@ def run_breakdown(population: int, rounds: int, quick: bool, sb3: bool, log=prin
     out["seeds5_over_one_per_process"] = med([b["total"] / a["total"]
                                               for a, b in zip(runs["one_per_process"], runs["seeds5"])])
     return out
+
+
+def run_iteration_cost(rounds: int, quick: bool, log=print) -> dict:
+    """CPU seconds of one training iteration (and of its rollout and update) of a 1-seed trial's
+    agent and of a 5-seed trial's, the two agents built once and stepped in turn, round by round
+    (the order alternating), in this process on one torch thread; then one evaluation of each.
+    Per-round ratios and their medians: the 5-seed cost without a trial's fixed costs."""
+    import torch
+
+    from bench.population import Timed
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    agents = {1: trial_agent(1, quick, seed=0), len(SEEDS): trial_agent(len(SEEDS), quick, seed=0, seeds_of_one_trial=True)}
+    timers = {}
+    for size, agent in agents.items():
+        agent.collect_rollout, agent.optimize = Timed(agent.collect_rollout), Timed(agent.optimize)
+        timers[size] = agent.collect_rollout, agent.optimize
+        agent.train_iteration()  # first calls (lazy layers, allocations) outside the rounds
+    per_round = []
+    for r in range(rounds):
+        costs = {}
+        for size in sorted(agents, reverse=bool(r % 2)):
+            (collect, update), start = timers[size], time.process_time()
+            agents[size].train_iteration()
+            costs[size] = {"iteration": time.process_time() - start, "collect": collect.cpu[-1], "update": update.cpu[-1]}
+        ratio = {k: costs[len(SEEDS)][k] / costs[1][k] for k in costs[1]}
+        per_round.append({"seeds_1": costs[1], f"seeds_{len(SEEDS)}": costs[len(SEEDS)], "ratio": ratio})
+        log(f"[iteration cost] round {r + 1}/{rounds}: 1 seed {costs[1]['iteration']:.2f} CPU s, {len(SEEDS)} seeds "
+            f"{costs[len(SEEDS)]['iteration']:.2f} CPU s: {ratio['iteration']:.2f}x", flush=True)
+    evaluation = {}
+    for size, agent in agents.items():
+        start = time.process_time()
+        agent.evaluate()
+        evaluation[f"seeds_{size}"] = time.process_time() - start
+    med = statistics.median
+    return {"rounds": rounds, "threads": 1, "per_round": per_round,
+            "ratio_median": {k: med([r["ratio"][k] for r in per_round]) for k in ("iteration", "collect", "update")},
+            "evaluation_s": evaluation, "evaluation_ratio": evaluation[f"seeds_{len(SEEDS)}"] / evaluation["seeds_1"]}
 
 
 def breakdown_lines(b: dict, settings: dict) -> list[str]:
@@ -749,6 +798,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--breakdown", action="store_true",
                         help="only measure where a HalfCheetah trial's CPU time goes (in this process, per phase, "
                              "interleaved; part of every --quick run) and add it to the JSON")
+    parser.add_argument("--iteration-cost", action="store_true",
+                        help="only measure, in this process, one training iteration of a 1-seed and of a 5-seed "
+                             "HalfCheetah trial's agent, interleaved (--rounds, default 8), and print it as JSON")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild BENCHMARKS.md's section from bench/results/sweep_trials.json")
     parser.add_argument("--sb3-worker", nargs=3, metavar=("STORAGE", "STUDY", "N"), help=argparse.SUPPRESS)
@@ -770,6 +822,15 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"updated BENCHMARKS.md from {path}")
         return result
 
+    if args.iteration_cost:
+        result = run_iteration_cost(args.rounds or (1 if args.quick else 8), args.quick)
+        result["command"] = "python -m bench.sweep_trials --iteration-cost" + (" --quick" if args.quick else "") + (
+            f" --rounds {args.rounds}" if args.rounds else "") + (f" --out {args.out}" if args.out else "")
+        result["load_average"] = os.getloadavg()
+        if args.out is not None:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: result[k] for k in ("command", "ratio_median", "evaluation_s", "evaluation_ratio")}, indent=2))
+        return result
     from bench.machine import machine_info
     from bench.peers import available
     started = time.perf_counter()

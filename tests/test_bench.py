@@ -176,6 +176,25 @@ def test_sweep_trials_iterations_set_each_trials_budget():
         sweep_trials.main(["--iterations", "0", "--sweeps", "halfcheetah"])
 
 
+def test_sweep_trials_iteration_cost_times_both_agents_in_turn(tmp_path):
+    """--iteration-cost: a 1-seed and a 5-seed agent, each iteration's rollout and update inside its
+    own CPU time, the ratios those of the rounds' figures, and the evaluations."""
+    pytest.importorskip("mujoco")
+    from bench import sweep_trials
+    out = tmp_path / "iteration_cost.json"
+    result = sweep_trials.main(["--iteration-cost", "--quick", "--rounds", "2", "--out", str(out)])
+    assert json.loads(out.read_text())["ratio_median"] == result["ratio_median"]
+    assert len(result["per_round"]) == 2
+    for r in result["per_round"]:
+        for size in ("seeds_1", "seeds_5"):
+            c = r[size]
+            assert 0 < c["collect"] and 0 < c["update"] and c["collect"] + c["update"] <= c["iteration"] + 1e-3
+        assert r["ratio"]["iteration"] == pytest.approx(r["seeds_5"]["iteration"] / r["seeds_1"]["iteration"])
+    assert result["ratio_median"]["iteration"] == pytest.approx(
+        sum(r["ratio"]["iteration"] for r in result["per_round"]) / 2)  # the median of two
+    assert result["evaluation_ratio"] == pytest.approx(result["evaluation_s"]["seeds_5"] / result["evaluation_s"]["seeds_1"])
+
+
 @pytest.mark.slow
 def test_sweep_trials_quick_runs_every_mode(tmp_path):
     """``python -m bench.sweep_trials --quick``: every mode of both sweeps runs its trials to the end
