@@ -163,9 +163,9 @@ def kernel_for(sub_envs: Sequence[gym.Env]) -> tuple[ForwardKernel, float] | Non
     kind = kinds.pop()
     if not kind.__module__.startswith("gymnasium.envs.mujoco.") or kind not in kernels():
         return None
+    # AttributeError: a gymnasium whose envs keep their constants elsewhere; ValueError: sub-envs
+    # built with different kwargs. Either way gymnasium steps each sub-env as its own env.
     try:
         return kernels()[kind](unwrapped), limits.pop()
-    except AttributeError:  # a gymnasium whose envs keep their constants elsewhere
-        return None
-    except ValueError:  # sub-envs built with different kwargs: each steps as its own env
+    except (AttributeError, ValueError):
         return None
