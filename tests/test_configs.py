@@ -404,6 +404,36 @@ def test_stacked_layers_equal_torch_layers_member_by_member():
         torch.testing.assert_close(z[p], ln(y[p]), rtol=1e-6, atol=1e-6)
 
 
+def test_stacked_layers_without_autograd_follow_their_weights_as_they_change():
+    """The no-grad path runs on cached views of the weights: after an in-place update (as the
+    optimizer makes) and after a parameter is replaced, it still equals the autograd path and
+    torch's own layers, for a population of 3 and for one."""
+    from workbench.agents.common.stacked import StackedLayerNorm, StackedLinear
+
+    torch.manual_seed(1)
+    for members, x in ((3, torch.randn(3, 2, 4)), (1, torch.randn(2, 4))):
+        linear, norm = StackedLinear(members, 5), StackedLayerNorm(members, 5)
+        linear(x)  # materialise
+        for change in ("none", "in place", "replaced"):
+            with torch.no_grad():
+                if change == "in place":
+                    linear.weight.add_(0.5)
+                    norm.bias.sub_(0.25)
+                elif change == "replaced":
+                    linear.weight = torch.nn.Parameter(torch.randn_like(linear.weight))
+                    norm.weight = torch.nn.Parameter(torch.randn_like(norm.weight))
+                fast = norm(linear(x))
+            slow = norm(linear(x))
+            assert torch.equal(fast, slow.detach()), change
+            rows = x if members > 1 else x.unsqueeze(0)
+            for p in range(members):
+                ln = torch.nn.LayerNorm(5)
+                ln.weight.data.copy_(norm.weight[p])
+                ln.bias.data.copy_(norm.bias[p])
+                reference = ln(torch.nn.functional.linear(rows[p], linear.weight[p], linear.bias[p]))
+                torch.testing.assert_close(fast[p] if members > 1 else fast, reference, rtol=1e-6, atol=1e-6)
+
+
 def test_stacked_linear_initialises_each_member_like_lazy_linear_with_its_seed():
     from workbench.agents.common.stacked import StackedLinear, initialising
 

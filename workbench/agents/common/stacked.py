@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -44,18 +44,47 @@ def _uniform_(t: torch.Tensor, bound: float, generator: torch.Generator | None) 
             t.copy_(torch.empty(t.shape).uniform_(-bound, bound, generator=generator))
 
 
+def inference_views(module: nn.Module, kind: str, names: Sequence[str],
+                    make: Callable[..., tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """``make(*params)`` for ``module``'s parameters ``names``, detached and cached for calls
+    without autograd (a rollout or an evaluation runs the network once a step, and each view op
+    costs about as much as a small layer's arithmetic). The views alias the parameters, which the
+    optimizer updates in place; a parameter replaced by a new tensor makes them again."""
+    params = [getattr(module, name) for name in names]
+    key = (kind, *(p.data_ptr() for p in params))
+    cached = module.__dict__.get("_inference_views")
+    if cached is None or cached[0] != key:
+        cached = (key, make(*(p.detach() for p in params)))
+        module.__dict__["_inference_views"] = cached
+    return cached[1]
+
+
 def member_zero(module: nn.Module, *names: str) -> tuple[torch.Tensor, ...]:
     """Member 0's slices of ``module``'s parameters, for a population of one. Without autograd they
-    are cached views (the optimizer updates them in place); with it, a fresh select each call."""
-    params = [getattr(module, name) for name in names]
+    are cached views (``inference_views``); with it, a fresh squeeze each call."""
     if torch.is_grad_enabled():  # squeeze, not select: its backward is a view, no zero-filled copy
-        return tuple(p.squeeze(0) for p in params)
-    key = tuple(p.data_ptr() for p in params)
-    cached = module.__dict__.get("_member_zero")
-    if cached is None or cached[0] != key:
-        cached = (key, tuple(p.detach()[0] for p in params))
-        module.__dict__["_member_zero"] = cached
-    return cached[1]
+        return tuple(getattr(module, name).squeeze(0) for name in names)
+    return inference_views(module, "member_zero", names, _first_members)
+
+
+def member_columns(module: nn.Module, *names: str) -> tuple[torch.Tensor, ...]:
+    """``module``'s [P, features] parameters as [P, 1, features], to broadcast over each member's
+    samples; cached without autograd, like ``member_zero``."""
+    if torch.is_grad_enabled():
+        return tuple(getattr(module, name).unsqueeze(1) for name in names)
+    return inference_views(module, "columns", names, _as_columns)
+
+
+def _first_members(*params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(p[0] for p in params)
+
+
+def _as_columns(*params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(p.unsqueeze(1) for p in params)
+
+
+def _baddbmm_operands(bias: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return bias.unsqueeze(1), weight.transpose(1, 2)
 
 
 class StackedLinear(nn.Module):
@@ -94,7 +123,10 @@ class StackedLinear(nn.Module):
         if x.dim() == 2:  # one member: torch's own linear, bit for bit what a plain nn.Linear gives
             weight, bias = member_zero(self, "weight", "bias")
             return nn.functional.linear(x, weight, bias)
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        if torch.is_grad_enabled():
+            return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        bias, weight_t = inference_views(self, "baddbmm", ("bias", "weight"), _baddbmm_operands)
+        return torch.baddbmm(bias, x, weight_t)
 
     def extra_repr(self) -> str:
         return f"members={self.num_members}, in_features={self.in_features}, out_features={self.out_features}"
@@ -120,7 +152,8 @@ class StackedLayerNorm(nn.Module):
             weight, bias = member_zero(self, "weight", "bias")
             return nn.functional.layer_norm(x, (self.features,), weight, bias, self.eps)
         normed = nn.functional.layer_norm(x, (self.features,), eps=self.eps)
-        return torch.addcmul(self.bias.unsqueeze(1), normed, self.weight.unsqueeze(1))
+        bias, weight = member_columns(self, "bias", "weight")
+        return torch.addcmul(bias, normed, weight)
 
 
 def member_layers(module: nn.Module) -> list[nn.Module]:

@@ -63,16 +63,29 @@ class PPOActor(TensorDictModuleBase):
         return mu, per_member.reshape(mu.shape)
 
     def sample_noise(self, like: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise shaped like ``like`` (members first), member p's from its own generator."""
+        """Standard normal noise shaped like ``like`` (members first), member p's from its own
+        generator. With several generators the tensor is a buffer the next call overwrites."""
         if self.generators is None:
             return torch.randn_like(like)
         if len(self.generators) == 1:
             return torch.randn(like.shape, generator=self.generators[0], device=like.device, dtype=like.dtype)
-        noise = torch.empty_like(like)
-        # one unbind, not P indexings; normal_ in place draws what randn would, with less call overhead
-        for row, generator in zip(noise.view(len(self.generators), -1).unbind(0), self.generators):
+        noise, rows = self._noise_buffer(like)
+        # normal_ in place draws what randn would, with less call overhead
+        for row, generator in zip(rows, self.generators):
             row.normal_(generator=generator)
         return noise
+
+    def _noise_buffer(self, like: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """A noise tensor shaped like ``like`` and its P member rows, made once per shape: the
+        rollout draws every step, and a fresh tensor and its P views cost more than the draws.
+        The tensor is overwritten by the next draw; ``forward`` uses it only to compute its outputs."""
+        key = (like.shape, like.dtype, like.device, len(self.generators))
+        cached = self.__dict__.get("_noise")
+        if cached is None or cached[0] != key:
+            noise = torch.empty_like(like)
+            cached = (key, noise, noise.view(len(self.generators), -1).unbind(0))
+            self.__dict__["_noise"] = cached
+        return cached[1], cached[2]
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         mu, logstd = self.distribution(td)
