@@ -78,6 +78,33 @@ def test_actor_samples_are_normal_around_mu_without_tanh_or_clipping():
     assert td.get("action").abs().max().item() > 3.0  # no tanh, no clip to [-1, 1]
 
 
+def test_population_actor_draws_each_members_noise_from_its_generator_with_and_without_autograd():
+    """Member p's noise is what its own generator draws, whether autograd is off (the rollout's
+    reused buffer) or on (a fresh tensor each call, so a graph through two samples backpropagates)."""
+    P, n, seeds = 3, 4, (5, 6, 7)
+    actor = PPOActor(actor_config(num_out=2, actor_logstd=-0.5, learnable_std=True), num_members=P)
+    obs = TensorDict({"obs": torch.randn(P * n, 3, generator=torch.Generator().manual_seed(2))}, batch_size=[P * n])
+
+    def draws(grad: bool) -> list[torch.Tensor]:
+        actor.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        with torch.set_grad_enabled(grad):
+            tds = [actor(obs.clone(False)) for _ in range(2)]
+        return [td.get("action") - td.get("mean_action") for td in tds], tds
+
+    (off, _), (on, tds) = draws(False), draws(True)
+    std = math.exp(-0.5)
+    for step in range(2):
+        for p, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(seed)
+            expected = [torch.randn(n, 2, generator=g) for _ in range(2)][step] * std
+            rows = slice(p * n, (p + 1) * n)
+            torch.testing.assert_close(off[step][rows], expected, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(on[step][rows].detach(), expected, rtol=1e-6, atol=1e-6)
+    # a loss through both samples (reparameterised): the first draw's noise is still intact
+    sum(td.get("action").square().sum() for td in tds).backward()
+    assert actor.logstd.grad is not None and torch.isfinite(actor.logstd.grad).all()
+
+
 @pytest.mark.parametrize("learnable", [False, True])
 def test_logstd_is_frozen_unless_learnable(learnable):
     actor = PPOActor(actor_config(num_out=3, actor_logstd=-1.3, learnable_std=learnable))

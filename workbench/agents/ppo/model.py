@@ -64,7 +64,8 @@ class PPOActor(TensorDictModuleBase):
 
     def sample_noise(self, like: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like ``like`` (members first), member p's from its own
-        generator. With several generators the tensor is a buffer the next call overwrites."""
+        generator. With several generators and autograd off, the tensor is a buffer the next call
+        overwrites (with autograd on, a graph may keep it, so each call draws into a fresh one)."""
         if self.generators is None:
             return torch.randn_like(like)
         if len(self.generators) == 1:
@@ -76,9 +77,12 @@ class PPOActor(TensorDictModuleBase):
         return noise
 
     def _noise_buffer(self, like: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """A noise tensor shaped like ``like`` and its P member rows, made once per shape: the
-        rollout draws every step, and a fresh tensor and its P views cost more than the draws.
-        The tensor is overwritten by the next draw; ``forward`` uses it only to compute its outputs."""
+        """A noise tensor shaped like ``like`` and its P member rows. Without autograd they are made
+        once per shape: the rollout draws every step, and a fresh tensor and its P views cost more
+        than the draws; ``forward`` uses the tensor only to compute its outputs."""
+        if torch.is_grad_enabled():
+            noise = torch.empty_like(like)
+            return noise, noise.view(len(self.generators), -1).unbind(0)
         key = (like.shape, like.dtype, like.device, len(self.generators))
         cached = self.__dict__.get("_noise")
         if cached is None or cached[0] != key:
