@@ -44,39 +44,38 @@ def _uniform_(t: torch.Tensor, bound: float, generator: torch.Generator | None) 
             t.copy_(torch.empty(t.shape).uniform_(-bound, bound, generator=generator))
 
 
-def inference_views(module: nn.Module, kind: str, names: Sequence[str],
+def parameter_views(module: nn.Module, kind: str, names: Sequence[str],
                     make: Callable[..., tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
-    """``make(*params)`` for ``module``'s parameters ``names``, detached and cached for calls
-    without autograd (a rollout or an evaluation runs the network once a step, and each view op
-    costs about as much as a small layer's arithmetic). The views alias the parameters, which the
-    optimizer updates in place; a parameter replaced by a new tensor makes them again."""
+    """``make(*params)`` for ``module``'s parameters ``names``. With autograd on they are made
+    each call (the graph needs them fresh); without it they are made once, detached, and cached (a
+    rollout or an evaluation runs the network once a step, and each view op costs about as much as
+    a small layer's arithmetic). The cached views alias the parameters, which the optimizer updates
+    in place; a parameter replaced by a new tensor makes them again."""
     params = [getattr(module, name) for name in names]
+    if torch.is_grad_enabled():
+        return make(*params)
     key = (kind, *(p.data_ptr() for p in params))
-    cached = module.__dict__.get("_inference_views")
+    cached = module.__dict__.get("_parameter_views")
     if cached is None or cached[0] != key:
         cached = (key, make(*(p.detach() for p in params)))
-        module.__dict__["_inference_views"] = cached
+        module.__dict__["_parameter_views"] = cached
     return cached[1]
 
 
 def member_zero(module: nn.Module, *names: str) -> tuple[torch.Tensor, ...]:
-    """Member 0's slices of ``module``'s parameters, for a population of one. Without autograd they
-    are cached views (``inference_views``); with it, a fresh squeeze each call."""
-    if torch.is_grad_enabled():  # squeeze, not select: its backward is a view, no zero-filled copy
-        return tuple(getattr(module, name).squeeze(0) for name in names)
-    return inference_views(module, "member_zero", names, _first_members)
+    """Member 0's slices of ``module``'s parameters, for a population of one (``parameter_views``)."""
+    return parameter_views(module, "member_zero", names, _without_member_dim)
 
 
 def member_columns(module: nn.Module, *names: str) -> tuple[torch.Tensor, ...]:
     """``module``'s [P, features] parameters as [P, 1, features], to broadcast over each member's
-    samples; cached without autograd, like ``member_zero``."""
-    if torch.is_grad_enabled():
-        return tuple(getattr(module, name).unsqueeze(1) for name in names)
-    return inference_views(module, "columns", names, _as_columns)
+    samples (``parameter_views``)."""
+    return parameter_views(module, "columns", names, _as_columns)
 
 
-def _first_members(*params: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return tuple(p[0] for p in params)
+def _without_member_dim(*params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    # squeeze, not select: its backward is a view, no zero-filled copy
+    return tuple(p.squeeze(0) for p in params)
 
 
 def _as_columns(*params: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -123,9 +122,7 @@ class StackedLinear(nn.Module):
         if x.dim() == 2:  # one member: torch's own linear, bit for bit what a plain nn.Linear gives
             weight, bias = member_zero(self, "weight", "bias")
             return nn.functional.linear(x, weight, bias)
-        if torch.is_grad_enabled():
-            return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
-        bias, weight_t = inference_views(self, "baddbmm", ("bias", "weight"), _baddbmm_operands)
+        bias, weight_t = parameter_views(self, "baddbmm", ("bias", "weight"), _baddbmm_operands)
         return torch.baddbmm(bias, x, weight_t)
 
     def extra_repr(self) -> str:

@@ -80,16 +80,16 @@ class PPOActor(TensorDictModuleBase):
         """A noise tensor shaped like ``like`` and its P member rows. Without autograd they are made
         once per shape: the rollout draws every step, and a fresh tensor and its P views cost more
         than the draws; ``forward`` uses the tensor only to compute its outputs."""
-        if torch.is_grad_enabled():
-            noise = torch.empty_like(like)
-            return noise, noise.view(len(self.generators), -1).unbind(0)
+        reuse = not torch.is_grad_enabled()
         key = (like.shape, like.dtype, like.device, len(self.generators))
         cached = self.__dict__.get("_noise")
-        if cached is None or cached[0] != key:
-            noise = torch.empty_like(like)
-            cached = (key, noise, noise.view(len(self.generators), -1).unbind(0))
-            self.__dict__["_noise"] = cached
-        return cached[1], cached[2]
+        if reuse and cached is not None and cached[0] == key:
+            return cached[1]
+        noise = torch.empty_like(like)
+        made = noise, noise.view(len(self.generators), -1).unbind(0)
+        if reuse:
+            self.__dict__["_noise"] = (key, made)
+        return made
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         mu, logstd = self.distribution(td)
